@@ -1,0 +1,123 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/trackapi/trackapi/gen"
+)
+
+// The limits of DESIGN.md §2, also stated in openapi.yaml.
+const (
+	// SingleBodyLimit is the largest body POST /events accepts.
+	SingleBodyLimit = 32768
+	// BatchBodyLimit is the largest body POST /events/batch accepts.
+	BatchBodyLimit = 512000
+	// EventLimit is the largest raw batch element, counted as sent.
+	EventLimit = 32768
+)
+
+// requestError is a refusal of a whole request: a 400 whose body is gen.Error.
+type requestError struct {
+	code    gen.ErrorCode
+	message string
+	index   *int
+}
+
+func (e *requestError) Error() string { return string(e.code) + ": " + e.message }
+
+func refuse(code gen.ErrorCode, format string, args ...any) *requestError {
+	return &requestError{code: code, message: fmt.Sprintf(format, args...)}
+}
+
+func refuseElement(code gen.ErrorCode, index int, format string, args ...any) *requestError {
+	e := refuse(code, format, args...)
+	e.index = &index
+	return e
+}
+
+// readBody reads at most limit+1 bytes of the request body, so that neither a lying nor a missing
+// Content-Length (chunked bodies) lets a client make the server hold more than the limit. A
+// declared length over the limit is refused before anything is read.
+func readBody(req *http.Request, limit int64) ([]byte, *requestError) {
+	if req.ContentLength > limit {
+		return nil, refuse(gen.ErrorCodePayloadTooLarge, "request body is %d bytes, over the %d-byte limit", req.ContentLength, limit)
+	}
+	if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		return nil, refuse(gen.ErrorCodeInvalidJson, "Content-Encoding %q is not supported; send the JSON uncompressed", enc)
+	}
+	if req.Body == nil {
+		return nil, refuse(gen.ErrorCodeInvalidJson, "the request body is empty")
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		// A client that stops sending or goes away: nothing to store, nobody to answer well.
+		return nil, refuse(gen.ErrorCodeInvalidJson, "reading the request body failed: %v", err)
+	}
+	if int64(len(body)) > limit {
+		return nil, refuse(gen.ErrorCodePayloadTooLarge, "request body is larger than %d bytes", limit)
+	}
+	return body, nil
+}
+
+// checkJSON refuses what is not one valid JSON value. encoding/json would silently replace invalid
+// UTF-8 with U+FFFD, so it is checked first: an event is stored as sent or not at all.
+func checkJSON(body []byte) *requestError {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return refuse(gen.ErrorCodeInvalidJson, "the request body is empty")
+	}
+	if !utf8.Valid(body) {
+		return refuse(gen.ErrorCodeInvalidJson, "the request body is not valid UTF-8")
+	}
+	if !json.Valid(body) {
+		return refuse(gen.ErrorCodeInvalidJson, "the request body is not valid JSON: %v", syntaxError(body))
+	}
+	return nil
+}
+
+// syntaxError says where the JSON breaks, for the 400's message.
+func syntaxError(body []byte) error {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("unexpected data after the JSON value at offset %d", dec.InputOffset())
+	}
+	return fmt.Errorf("invalid JSON")
+}
+
+// isObject tells whether a JSON value (valid, without leading space) is an object.
+func isObject(raw []byte) bool {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	return len(raw) > 0 && raw[0] == '{'
+}
+
+// splitBatch checks the shape of a batch body and returns its elements' raw bytes as sent. A batch
+// is all or nothing: the first element that is not an object or is too large refuses the request.
+func splitBatch(body []byte) ([]json.RawMessage, *requestError) {
+	if !isObject(body) {
+		return nil, refuse(gen.ErrorCodeInvalidPayload, `a batch must be a JSON object {"batch": [...]}`)
+	}
+	var envelope struct {
+		Batch *[]json.RawMessage `json:"batch"`
+	}
+	if err := json.Unmarshal(body, &envelope); err != nil || envelope.Batch == nil {
+		return nil, refuse(gen.ErrorCodeInvalidPayload, `a batch must be a JSON object with a "batch" array`)
+	}
+	events := *envelope.Batch
+	for i, raw := range events {
+		if !isObject(raw) {
+			return nil, refuseElement(gen.ErrorCodeInvalidPayload, i, "batch element %d is not a JSON object", i)
+		}
+		if len(raw) > EventLimit {
+			return nil, refuseElement(gen.ErrorCodeEventTooLarge, i, "batch element %d is %d bytes, over the %d-byte limit", i, len(raw), EventLimit)
+		}
+	}
+	return events, nil
+}

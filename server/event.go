@@ -1,0 +1,222 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/gen"
+)
+
+// maxSchemaWarnings caps the schema_violation warnings reported for one event, so that a hostile
+// event (say, 10 000 consent categories of the wrong type) cannot make the response explode.
+const maxSchemaWarnings = 10
+
+// eventProcessor turns one raw event into what is stored (DESIGN.md §4): it decodes the event
+// once, normalises it, validates the result against the Event schema of the embedded spec with
+// kin-openapi, and keeps the raw bytes when nothing had to change.
+type eventProcessor struct {
+	schema *openapi3.Schema
+}
+
+func newEventProcessor() (*eventProcessor, error) {
+	spec, err := gen.GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("loading the embedded spec: %w", err)
+	}
+	ref := spec.Components.Schemas["Event"]
+	if ref == nil || ref.Value == nil {
+		return nil, errors.New("the embedded spec has no Event schema")
+	}
+	return &eventProcessor{schema: ref.Value}, nil
+}
+
+// processedEvent is the outcome for one event: either rejected, or a body and id to store with
+// its warnings.
+type processedEvent struct {
+	body     []byte
+	eventID  string
+	warnings []trackapi.Problem
+	rejected *trackapi.Problem
+}
+
+// process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
+// normalisation (a root-level event_timestamp moves into context).
+func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time) processedEvent {
+	var event map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // keep numbers exactly as sent
+	if err := dec.Decode(&event); err != nil || event == nil {
+		// Callers pass only checked JSON objects, so this is not expected; without a decoded
+		// event there is no event_name either.
+		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
+	}
+	if _, ok := event["event_name"].(string); !ok {
+		return processedEvent{rejected: &trackapi.Problem{
+			Code: string(gen.MissingEventName), Path: "/event_name",
+			Message: "event_name is missing or not a string; the event was not stored",
+		}}
+	}
+
+	var out processedEvent
+	changed := false
+	warn := func(code gen.ProblemCode, path, format string, args ...any) {
+		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
+		changed = true
+	}
+
+	context, contextIsObject := event["context"].(map[string]any)
+	if _, present := event["context"]; !present || event["context"] == nil {
+		context, contextIsObject = map[string]any{}, true
+		event["context"] = context
+	}
+
+	if inBatch {
+		if ts, atRoot := event["event_timestamp"]; atRoot && contextIsObject && context["event_timestamp"] == nil {
+			context["event_timestamp"] = ts
+			delete(event, "event_timestamp")
+			warn(gen.TimestampMoved, "/context/event_timestamp", "event_timestamp was at the event's root; moved into context")
+		}
+	}
+
+	if contextIsObject {
+		out.eventID = eventIDOf(context["event_id"])
+		if out.eventID == "" {
+			out.eventID = trackapi.NewEventID()
+			context["event_id"] = out.eventID
+			warn(gen.EventIdGenerated, "/context/event_id", "context.event_id was missing or empty; the server assigned %s", out.eventID)
+		}
+		switch ts := context["event_timestamp"]; {
+		case ts == nil:
+			context["event_timestamp"] = receivedAt.UnixMilli()
+			warn(gen.TimestampGenerated, "/context/event_timestamp", "context.event_timestamp was missing; the receive time was used")
+		default:
+			if ms, converted := epochMillis(ts); converted {
+				context["event_timestamp"] = ms
+				warn(gen.TimestampNormalized, "/context/event_timestamp", "context.event_timestamp %v was converted to epoch milliseconds %d", ts, ms)
+			}
+		}
+	} else {
+		// context is not an object: nothing can be added to it without destroying what was sent.
+		// The schema check below reports it; the server id is used for deduplication only.
+		out.eventID = trackapi.NewEventID()
+	}
+
+	out.warnings = append(out.warnings, p.validate(event)...)
+
+	out.body = raw
+	if changed {
+		out.body = marshalEvent(event)
+	}
+	return out
+}
+
+// validate checks the normalised event against the Event schema; violations become warnings.
+func (p *eventProcessor) validate(event map[string]any) []trackapi.Problem {
+	err := p.schema.VisitJSON(event, openapi3.MultiErrors())
+	if err == nil {
+		return nil
+	}
+	var problems []trackapi.Problem
+	total := 0
+	for _, e := range flattenSchemaErrors(err) {
+		total++
+		if len(problems) < maxSchemaWarnings {
+			problems = append(problems, e)
+		}
+	}
+	if total > maxSchemaWarnings {
+		problems = append(problems, trackapi.Problem{
+			Code: string(gen.SchemaViolation), Path: "",
+			Message: fmt.Sprintf("%d more schema violations not listed", total-maxSchemaWarnings),
+		})
+	}
+	return problems
+}
+
+// flattenSchemaErrors turns kin-openapi's (possibly nested) errors into schema_violation problems.
+func flattenSchemaErrors(err error) []trackapi.Problem {
+	var multi openapi3.MultiError
+	if errors.As(err, &multi) {
+		var all []trackapi.Problem
+		for _, e := range multi {
+			all = append(all, flattenSchemaErrors(e)...)
+		}
+		return all
+	}
+	problem := trackapi.Problem{Code: string(gen.SchemaViolation), Message: err.Error()}
+	var schemaErr *openapi3.SchemaError
+	if errors.As(err, &schemaErr) {
+		problem.Path = jsonPointer(schemaErr.JSONPointer())
+		problem.Message = schemaErr.Reason
+		if problem.Path != "" {
+			problem.Message = strings.TrimPrefix(problem.Path, "/") + ": " + schemaErr.Reason
+		}
+	}
+	return []trackapi.Problem{problem}
+}
+
+// jsonPointer joins path segments into an RFC 6901 pointer.
+func jsonPointer(segments []string) string {
+	var b strings.Builder
+	for _, s := range segments {
+		b.WriteByte('/')
+		b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(s))
+	}
+	return b.String()
+}
+
+// eventIDOf returns the deduplication id given by the sender: a non-empty string, or a number's
+// literal text (the schema check warns about its type). Anything else counts as missing.
+func eventIDOf(v any) string {
+	switch id := v.(type) {
+	case string:
+		return id
+	case json.Number:
+		return id.String()
+	}
+	return ""
+}
+
+// epochMillis converts the timestamp forms senders use into epoch milliseconds. converted is false
+// when the value is already an integer, or when it is in no known form (left for the schema check).
+func epochMillis(v any) (ms int64, converted bool) {
+	switch ts := v.(type) {
+	case json.Number:
+		if _, err := ts.Int64(); err == nil {
+			return 0, false
+		}
+		if f, err := ts.Float64(); err == nil {
+			return int64(f), true
+		}
+	case string:
+		if n, err := strconv.ParseInt(strings.TrimSpace(ts), 10, 64); err == nil {
+			return n, true
+		}
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"} {
+			if t, err := time.Parse(layout, ts); err == nil {
+				return t.UnixMilli(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// marshalEvent encodes a normalised event. HTML characters are kept as sent rather than escaped.
+func marshalEvent(event map[string]any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(event); err != nil {
+		// Values came from the JSON decoder, so they always encode.
+		panic(fmt.Sprintf("re-encoding a decoded event: %v", err))
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n")
+}
