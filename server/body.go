@@ -98,6 +98,14 @@ func isObject(raw []byte) bool {
 	return len(raw) > 0 && raw[0] == '{'
 }
 
+// splitSingle checks the shape of a single-event body: one JSON object.
+func splitSingle(body []byte) ([]json.RawMessage, *requestError) {
+	if !isObject(body) {
+		return nil, refuse(gen.ErrorCodeInvalidPayload, "an event must be a JSON object")
+	}
+	return []json.RawMessage{body}, nil
+}
+
 // splitBatch checks the shape of a batch body and returns its elements' raw bytes as sent. A batch
 // is all or nothing: the first element that is not an object or is too large refuses the request.
 func splitBatch(body []byte) ([]json.RawMessage, *requestError) {

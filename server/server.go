@@ -19,6 +19,8 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
+	"github.com/trackapi/trackapi/gen/ops"
+	"github.com/trackapi/trackapi/metrics"
 )
 
 // RetryAfterSeconds is what a 503 asks clients to wait. Commits take milliseconds, so one second
@@ -29,7 +31,10 @@ const RetryAfterSeconds = 1
 type Config struct {
 	Events  trackapi.EventStore
 	Sources trackapi.SourceStore
-	Logger  *slog.Logger // nil: slog.Default()
+	// Ready reports whether the store can commit right now, for GET /readyz. nil: always ready.
+	Ready   func(context.Context) error
+	Metrics *metrics.Metrics // nil: a new set
+	Logger  *slog.Logger     // nil: slog.Default()
 }
 
 // Server implements gen.ServerInterface.
@@ -37,6 +42,8 @@ type Server struct {
 	store   trackapi.EventStore
 	sources *sourceCache
 	events  *eventProcessor
+	ready   func(context.Context) error
+	metrics *metrics.Metrics
 	log     *slog.Logger
 }
 
@@ -55,11 +62,20 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	return &Server{store: cfg.Events, sources: newSourceCache(cfg.Sources, log), events: events, log: log}, nil
+	s := &Server{store: cfg.Events, sources: newSourceCache(cfg.Sources, log), events: events,
+		ready: cfg.Ready, metrics: cfg.Metrics, log: log}
+	if s.ready == nil {
+		s.ready = func(context.Context) error { return nil }
+	}
+	if s.metrics == nil {
+		s.metrics = metrics.New()
+	}
+	return s, nil
 }
 
-// Handler returns the Echo instance serving the collect API: POST /events (and /events/) and
-// POST /events/batch, with errors rendered as the spec's Error body and one log line a request.
+// Handler returns the Echo instance serving the collect API (POST /events, /events/ and
+// /events/batch) and the operations API (GET /healthz, /readyz, /metrics), with errors rendered as
+// the spec's Error body and one log line a request.
 func (s *Server) Handler() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -70,48 +86,80 @@ func (s *Server) Handler() *echo.Echo {
 	gen.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
 	wrapper := gen.ServerInterfaceWrapper{Handler: s}
 	e.POST("/events", wrapper.CollectEvent)
+	ops.RegisterHandlers(e, operations{ready: s.ready, metrics: s.metrics})
 	return e
 }
 
+// endpoint is what differs between the two collect endpoints.
+type endpoint struct {
+	name      string // the metrics label
+	bodyLimit int64
+	split     func(body []byte) ([]json.RawMessage, *requestError)
+	inBatch   bool
+}
+
+var (
+	singleEndpoint = endpoint{name: "single", bodyLimit: SingleBodyLimit, split: splitSingle}
+	batchEndpoint  = endpoint{name: "batch", bodyLimit: BatchBodyLimit, split: splitBatch, inBatch: true}
+)
+
 // CollectEvent handles POST /events: one event.
 func (s *Server) CollectEvent(c echo.Context, params gen.CollectEventParams) error {
-	body, refusal := readBody(c.Request(), SingleBodyLimit)
-	if refusal == nil {
-		refusal = checkJSON(body)
-	}
-	if refusal == nil && !isObject(body) {
-		refusal = refuse(gen.ErrorCodeInvalidPayload, "an event must be a JSON object")
-	}
-	if refusal != nil {
-		return s.badRequest(c, refusal)
-	}
-	return s.collect(c, params.TcS, sourceKey(params.Token, params.Authorization), []json.RawMessage{body}, false)
+	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, params.Authorization))
 }
 
 // CollectBatch handles POST /events/batch: {"batch": [event, ...]}.
 func (s *Server) CollectBatch(c echo.Context, params gen.CollectBatchParams) error {
-	body, refusal := readBody(c.Request(), BatchBodyLimit)
+	return s.handle(c, batchEndpoint, params.TcS, sourceKey(params.Token, params.Authorization))
+}
+
+// handle is the whole of a collect request: read and check the body, collect its events, answer,
+// and count the outcome in the metrics.
+func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) error {
+	start := time.Now()
+	body, refusal := readBody(c.Request(), ep.bodyLimit)
 	if refusal == nil {
 		refusal = checkJSON(body)
 	}
 	var events []json.RawMessage
 	if refusal == nil {
-		events, refusal = splitBatch(body)
+		events, refusal = ep.split(body)
 	}
+	observed := metrics.Request{Endpoint: ep.name, BodyBytes: len(body)}
+	defer func() {
+		observed.Took = time.Since(start)
+		s.metrics.ObserveRequest(observed)
+	}()
 	if refusal != nil {
+		observed.Status, observed.Outcome = http.StatusBadRequest, string(refusal.code)
 		return s.badRequest(c, refusal)
 	}
-	return s.collect(c, params.TcS, sourceKey(params.Token, params.Authorization), events, true)
+	result, err := s.collect(c.Request().Context(), deref(site), key, events, ep.inBatch)
+	if err != nil {
+		observed.Status, observed.Outcome = http.StatusServiceUnavailable, "unavailable"
+		return s.unavailable(c, err)
+	}
+	observed.Status, observed.Outcome = http.StatusOK, "ok"
+	observed.Accepted, observed.Duplicates = result.Accepted, result.Duplicates
+	if len(result.Errors) > 0 {
+		observed.Rejected = map[string]int{}
+		for _, e := range result.Errors {
+			observed.Rejected[string(e.Code)]++
+		}
+	}
+	return c.JSON(http.StatusOK, result)
 }
 
-// collect authenticates, processes and stores the events of a usable request, and answers 200
-// only once the accepted ones are on disk.
-func (s *Server) collect(c echo.Context, site *string, key string, raws []json.RawMessage, inBatch bool) error {
-	ctx := c.Request().Context()
+// collect authenticates, processes and stores the events of a usable request. It returns once the
+// accepted ones are on disk, or with the store's error when they could not be stored.
+func (s *Server) collect(ctx context.Context, site, key string, raws []json.RawMessage, inBatch bool) (gen.CollectResult, error) {
 	receivedAt := time.Now()
 	result := gen.CollectResult{Received: len(raws), Errors: []gen.Problem{}, Warnings: []gen.Problem{}}
 
-	source, ok := s.sources.authenticate(ctx, deref(site), key)
+	source, ok, err := s.sources.authenticate(ctx, site, key)
+	if err != nil {
+		return gen.CollectResult{}, err
+	}
 	if !ok {
 		for i := range raws {
 			result.Errors = append(result.Errors, gen.Problem{
@@ -120,7 +168,7 @@ func (s *Server) collect(c echo.Context, site *string, key string, raws []json.R
 			})
 		}
 		result.Rejected = len(raws)
-		return c.JSON(http.StatusOK, result)
+		return result, nil
 	}
 
 	toStore := make([]trackapi.Event, 0, len(raws))
@@ -143,7 +191,7 @@ func (s *Server) collect(c echo.Context, site *string, key string, raws []json.R
 	if len(toStore) > 0 {
 		stored, err := s.store.StoreEvents(ctx, toStore)
 		if err != nil {
-			return s.unavailable(c, err)
+			return gen.CollectResult{}, err
 		}
 		for _, isNew := range stored {
 			if isNew {
@@ -153,7 +201,7 @@ func (s *Server) collect(c echo.Context, site *string, key string, raws []json.R
 			}
 		}
 	}
-	return c.JSON(http.StatusOK, result)
+	return result, nil
 }
 
 func problemAt(index int, p trackapi.Problem) gen.Problem {

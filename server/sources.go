@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -34,25 +35,26 @@ func newSourceCache(store trackapi.SourceStore, log *slog.Logger) *sourceCache {
 }
 
 // authenticate returns the active source of site whose key is key. Keys are compared as hashes in
-// constant time, so response timing says nothing about how much of a key was right.
-func (c *sourceCache) authenticate(ctx context.Context, site, key string) (trackapi.Source, bool) {
+// constant time, so response timing says nothing about how much of a key was right. An error
+// means the store could not be asked (the request then gets a 503, not a rejection).
+func (c *sourceCache) authenticate(ctx context.Context, site, key string) (trackapi.Source, bool, error) {
 	if site == "" || key == "" {
-		return trackapi.Source{}, false
+		return trackapi.Source{}, false, nil
 	}
 	c.reloadIfStale(ctx)
 	hash := trackapi.HashKey(key)
 	if s, found := c.find(site, hash); found {
-		return s, s.Active
+		return s, s.Active, nil
 	}
 	s, err := c.store.SourceByKeyHash(ctx, hash)
+	if errors.Is(err, trackapi.ErrNotFound) {
+		return trackapi.Source{}, false, nil
+	}
 	if err != nil {
-		if !errors.Is(err, trackapi.ErrNotFound) {
-			c.log.Error("looking up a source failed", "err", err)
-		}
-		return trackapi.Source{}, false
+		return trackapi.Source{}, false, fmt.Errorf("%w: looking up the source: %v", trackapi.ErrUnavailable, err)
 	}
 	c.add(s)
-	return s, s.Active && s.Site == site
+	return s, s.Active && s.Site == site, nil
 }
 
 func (c *sourceCache) find(site string, hash []byte) (trackapi.Source, bool) {

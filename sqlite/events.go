@@ -183,6 +183,7 @@ func (d *DB) commitGroup(group []*request) {
 	}
 
 	replies, err := d.insertGroup(live)
+	d.commitFailing.Store(err != nil)
 	if d.opts.OnCommit != nil {
 		d.opts.OnCommit(len(live), events, time.Since(start), err)
 	}

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trackapi/trackapi"
@@ -33,9 +34,12 @@ const (
 	// maxGroupEvents caps the events of one transaction, so that one commit, and the wait of the
 	// callers in it, stays short. A single call with more events is committed alone.
 	maxGroupEvents = 20000
-	// busyTimeoutMS is how long a connection waits for a lock held by another connection or
+	// defaultBusyTimeout is how long a connection waits for a lock held by another connection or
 	// process (say, the CLI migrating the file) before it fails with SQLITE_BUSY.
-	busyTimeoutMS = 5000
+	defaultBusyTimeout = 5 * time.Second
+	// probeBytes is what the readiness probe writes after a failed commit: enough new pages that a
+	// full disk or database makes it fail as a real commit would.
+	probeBytes = 64 << 10
 )
 
 // Options are the optional settings of OpenWithOptions. The zero value is the default.
@@ -46,6 +50,9 @@ type Options struct {
 	// touching the committer. It runs on the committer goroutine before the callers get their
 	// reply, so it must be quick and must not call StoreEvents (that would deadlock).
 	OnCommit func(groupRequests, groupEvents int, took time.Duration, err error)
+	// BusyTimeout is how long a write waits for a lock held by another connection or process
+	// before failing (then the request gets a 503). Zero means 5 s.
+	BusyTimeout time.Duration
 }
 
 // DB is the SQLite store. It implements trackapi.EventStore and trackapi.SourceStore and is safe
@@ -65,6 +72,9 @@ type DB struct {
 	requests chan *request
 	// done is closed when the committer has replied to the last request and returned.
 	done chan struct{}
+
+	// commitFailing is set while the last transaction failed; Ping then probes with a real write.
+	commitFailing atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -89,7 +99,10 @@ func Open(path string) (*DB, error) {
 // to date and starts the committer. Several processes may open the same file at once (a server
 // and the CLI): migrations are serialised by SQLite's write lock.
 func OpenWithOptions(path string, opts Options) (*DB, error) {
-	writer, err := sql.Open("sqlite", dsn(path, "_txlock=immediate"))
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = defaultBusyTimeout
+	}
+	writer, err := sql.Open("sqlite", dsn(path, opts.BusyTimeout, "_txlock=immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -107,7 +120,7 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 
 	// query_only: a read connection that tried to write would be a bug, and would take the write
 	// lock away from the committer.
-	reader, err := sql.Open("sqlite", dsn(path, "_query_only=1"))
+	reader, err := sql.Open("sqlite", dsn(path, opts.BusyTimeout, "_query_only=1"))
 	if err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("open %s for reading: %w", path, err)
@@ -135,13 +148,13 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 //     transaction survives a power cut (NORMAL would only protect against a process crash).
 //
 // The path is given as a "file:" URI, escaped, so that a '?' or '#' in it is part of the name.
-func dsn(path, extra string) string {
+func dsn(path string, busyTimeout time.Duration, extra string) string {
 	name := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
 	if strings.HasPrefix(name, "/") {
 		name = "//" + name // file:///abs/path: an empty authority, so //x is not read as host x
 	}
 	return "file:" + name +
-		"?_pragma=busy_timeout(" + strconv.Itoa(busyTimeoutMS) + ")" +
+		"?_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")" +
 		"&_pragma=foreign_keys(ON)" +
 		"&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(FULL)" +
@@ -219,8 +232,9 @@ func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 // Ping reports whether the store can commit right now, for a readiness check: it fails, with an
 // error wrapping trackapi.ErrUnavailable, when the DB is closed, when the committer's queue is
 // full, or when the write lock cannot be taken (BEGIN IMMEDIATE, then ROLLBACK), say because
-// another process holds it or the file is read-only. It writes nothing, so it does not notice a
-// full disk before a commit does; Options.OnCommit reports that.
+// another process holds it or the file is read-only. While the last commit failed (a full disk, an
+// I/O error), it also commits a small real write and removes it, so that readiness comes back by
+// itself once the fault clears, even with no traffic to try real commits.
 func (d *DB) Ping(ctx context.Context) error {
 	d.mu.RLock()
 	closed, queued := d.closed, len(d.requests)
@@ -231,6 +245,13 @@ func (d *DB) Ping(ctx context.Context) error {
 	if queued == cap(d.requests) {
 		return fmt.Errorf("ping: %w: %d requests waiting to be committed", trackapi.ErrUnavailable, queued)
 	}
+	if d.commitFailing.Load() {
+		if err := d.probeWrite(ctx); err != nil {
+			return fmt.Errorf("ping: %w: the last commit failed and a test write fails too: %v", trackapi.ErrUnavailable, err)
+		}
+		d.commitFailing.Store(false)
+		return nil
+	}
 	tx, err := d.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("ping: %w: %v", trackapi.ErrUnavailable, err)
@@ -239,6 +260,16 @@ func (d *DB) Ping(ctx context.Context) error {
 		return fmt.Errorf("ping: %w: %v", trackapi.ErrUnavailable, err)
 	}
 	return nil
+}
+
+// probeWrite commits probeBytes into the health table, then deletes them again.
+func (d *DB) probeWrite(ctx context.Context) error {
+	if _, err := d.writer.ExecContext(ctx, `INSERT INTO health(at, pad) VALUES(?, zeroblob(?))`,
+		time.Now().UnixMilli(), probeBytes); err != nil {
+		return err
+	}
+	_, err := d.writer.ExecContext(ctx, `DELETE FROM health`)
+	return err
 }
 
 // Close stops accepting events (StoreEvents then fails with trackapi.ErrUnavailable), waits for

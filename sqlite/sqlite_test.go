@@ -20,7 +20,7 @@ import (
 )
 
 // schemaVersion is the number of files in migrations/.
-const schemaVersion = 1
+const schemaVersion = 2 // the number of files in migrations/
 
 // commits records what Options.OnCommit reports.
 type commits struct {
@@ -739,9 +739,19 @@ func TestCommitFailureIsUnavailableAndRecovers(t *testing.T) {
 	if got := export(t, db, 0); len(got) != 0 {
 		t.Fatalf("%d events stored by failed transactions", len(got))
 	}
+	// Readiness follows: while the fault lasts, Ping's test write fails too.
+	for range 2 {
+		if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
+			t.Fatalf("ping with a full database: %v, want ErrUnavailable", err)
+		}
+	}
 
-	// The fault clears: the very next call commits everything, with nothing left over.
+	// The fault clears: readiness comes back without any event traffic, and the very next call
+	// commits everything, with nothing left over.
 	sqlite.WriterPragma(t, db, fmt.Sprint("max_page_count = ", limit))
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping after the fault cleared: %v", err)
+	}
 	stored, err := db.StoreEvents(ctx, batch)
 	if err != nil {
 		t.Fatalf("after the fault cleared: %v", err)

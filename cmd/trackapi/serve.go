@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/metrics"
 	"github.com/trackapi/trackapi/server"
 	"github.com/trackapi/trackapi/sqlite"
 )
@@ -43,7 +44,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	db, err := sqlite.Open(path)
+	m := metrics.New()
+	db, err := sqlite.OpenWithOptions(path, sqlite.Options{OnCommit: m.ObserveCommit})
 	if err != nil {
 		return err
 	}
@@ -58,7 +60,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	srv, err := server.New(server.Config{Events: db, Sources: db, Logger: log})
+	srv, err := server.New(server.Config{Events: db, Sources: db, Ready: db.Ping, Metrics: m, Logger: log})
 	if err != nil {
 		ln.Close()
 		return err

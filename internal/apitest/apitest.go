@@ -1,5 +1,5 @@
 // Package apitest holds what every HTTP test of trackapi shares: the check that a response is one
-// openapi.yaml describes (kin-openapi's response validation), and an HTTP client that applies that
+// openapi.yaml (or ops.yaml) describes (kin-openapi's response validation), and an HTTP client that applies that
 // check to every response it receives. Tests must get their responses through it, so that the spec
 // and the server cannot drift apart unnoticed.
 package apitest
@@ -21,36 +21,56 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 )
 
-var (
-	specOnce sync.Once
-	spec     *openapi3.T
-	specErr  error
-)
-
-// Spec loads openapi.yaml from the repository root (not the copy embedded in gen/, so that a
-// stale gen/ cannot hide a change of the spec).
-func Spec() (*openapi3.T, error) {
-	specOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		path := filepath.Join(filepath.Dir(file), "..", "..", "openapi.yaml")
-		loader := openapi3.NewLoader()
-		spec, specErr = loader.LoadFromFile(path)
-		if specErr == nil {
-			specErr = spec.Validate(context.Background())
-		}
-	})
-	return spec, specErr
+// api is one spec the server serves, and the URL prefix of its paths (its servers' base path).
+type api struct {
+	file   string
+	prefix string
+	once   sync.Once
+	doc    *openapi3.T
+	err    error
 }
 
-// specPath maps a request path of the server to the spec's path: the spec's servers end in /events.
-func specPath(urlPath string) (string, bool) {
-	switch strings.TrimSuffix(urlPath, "/") {
-	case "/events":
-		return "/", true
-	case "/events/batch":
-		return "/batch", true
+// apis are the server's specs: the collect API under /events and the operations API at the root.
+var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "ops.yaml"}}
+
+// load reads a spec from the repository root (not the copy embedded in gen/, so that a stale gen/
+// cannot hide a change of the spec).
+func (a *api) load() (*openapi3.T, error) {
+	a.once.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		path := filepath.Join(filepath.Dir(file), "..", "..", a.file)
+		a.doc, a.err = openapi3.NewLoader().LoadFromFile(path)
+		if a.err == nil {
+			a.err = a.doc.Validate(context.Background())
+		}
+		if a.err != nil {
+			a.err = fmt.Errorf("loading %s: %w", a.file, a.err)
+		}
+	})
+	return a.doc, a.err
+}
+
+// route finds the operation of a request in the server's specs.
+func route(method, urlPath string) (*routers.Route, error) {
+	for _, a := range apis {
+		if !strings.HasPrefix(urlPath, a.prefix) {
+			continue
+		}
+		doc, err := a.load()
+		if err != nil {
+			return nil, err
+		}
+		path := strings.TrimPrefix(urlPath, a.prefix)
+		if path == "" {
+			path = "/"
+		}
+		if item := doc.Paths.Find(path); item != nil {
+			if op := item.GetOperation(method); op != nil {
+				return &routers.Route{Spec: doc, Path: path, PathItem: item, Method: method, Operation: op}, nil
+			}
+		}
 	}
-	return "", false
+	return nil, nil
 }
 
 // CheckResponse fails the test unless the response (status, headers, body) is one the spec
@@ -64,22 +84,19 @@ func CheckResponse(t testing.TB, req *http.Request, status int, header http.Head
 
 // ValidateResponse is CheckResponse as an error, for places without a testing.TB.
 func ValidateResponse(req *http.Request, status int, header http.Header, body []byte) error {
-	doc, err := Spec()
+	rt, err := route(req.Method, req.URL.Path)
 	if err != nil {
-		return fmt.Errorf("loading openapi.yaml: %w", err)
+		return err
 	}
-	path, inSpec := specPath(req.URL.Path)
-	if !inSpec || req.Method != http.MethodPost {
+	if rt == nil {
 		if !strings.HasPrefix(header.Get("Content-Type"), "application/json") {
-			return fmt.Errorf("a response outside the spec should still be JSON, got Content-Type %q", header.Get("Content-Type"))
+			return fmt.Errorf("a response outside the specs should still be JSON, got Content-Type %q", header.Get("Content-Type"))
 		}
 		return nil
 	}
-	item := doc.Paths.Find(path)
-	route := &routers.Route{Spec: doc, Path: path, PathItem: item, Method: http.MethodPost, Operation: item.Post}
 	input := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{
-			Request: req, Route: route, Options: &openapi3filter.Options{},
+			Request: req, Route: rt, Options: &openapi3filter.Options{},
 		},
 		Status:  status,
 		Header:  header,

@@ -1,0 +1,119 @@
+// Package metrics holds trackapi's Prometheus metrics. They live on a registry of their own, made
+// by New, rather than on the global default one, so that each server (and each test) counts for
+// itself; the HTTP layer and the store's commit hook only call the Observe methods.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the collectors of one server.
+type Metrics struct {
+	registry *prometheus.Registry
+
+	requests       *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	requestSeconds *prometheus.HistogramVec
+	bodyBytes      *prometheus.HistogramVec
+	commitSeconds  *prometheus.HistogramVec
+	groupRequests  prometheus.Histogram
+	groupEvents    prometheus.Histogram
+}
+
+// New makes the collectors and registers them, with the Go runtime and process collectors, on a
+// new registry.
+func New() *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackapi_requests_total",
+			Help: "Collect requests by endpoint (single, batch) and outcome: ok (a 200), a 400 code, or unavailable (a 503).",
+		}, []string{"endpoint", "outcome"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackapi_events_total",
+			Help: "Events of 200 responses by endpoint and outcome (accepted, duplicate, rejected), with the rejection code.",
+		}, []string{"endpoint", "outcome", "code"}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trackapi_request_duration_seconds",
+			Help:    "Time from the start of a collect request's handler to its response, commit included.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+		}, []string{"endpoint", "status"}),
+		bodyBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trackapi_request_body_bytes",
+			Help:    "Bytes of collect request bodies read (at most the limit plus one).",
+			Buckets: prometheus.ExponentialBuckets(256, 4, 8), // 256 B … 4 MB
+		}, []string{"endpoint"}),
+		commitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trackapi_commit_duration_seconds",
+			Help:    "Time of one store transaction (one sync), by result (ok, error).",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1},
+		}, []string{"result"}),
+		groupRequests: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "trackapi_commit_group_requests",
+			Help:    "Requests committed together in one transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		groupEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "trackapi_commit_group_events",
+			Help:    "Events committed together in one transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 … 65536
+		}),
+	}
+	m.registry.MustRegister(m.requests, m.events, m.requestSeconds, m.bodyBytes, m.commitSeconds,
+		m.groupRequests, m.groupEvents,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// Registry is where the collectors are, for tests and for adding more.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Request is what the collect handlers know about one request once it is answered.
+type Request struct {
+	Endpoint  string // single or batch
+	Status    int
+	Outcome   string // ok, a 400 code, or unavailable
+	BodyBytes int
+	Took      time.Duration
+	// For a 200: events by outcome.
+	Accepted, Duplicates int
+	Rejected             map[string]int // by rejection code
+}
+
+// ObserveRequest counts one answered collect request and its events.
+func (m *Metrics) ObserveRequest(r Request) {
+	m.requests.WithLabelValues(r.Endpoint, r.Outcome).Inc()
+	m.requestSeconds.WithLabelValues(r.Endpoint, strconv.Itoa(r.Status)).Observe(r.Took.Seconds())
+	m.bodyBytes.WithLabelValues(r.Endpoint).Observe(float64(r.BodyBytes))
+	if r.Accepted > 0 {
+		m.events.WithLabelValues(r.Endpoint, "accepted", "").Add(float64(r.Accepted))
+	}
+	if r.Duplicates > 0 {
+		m.events.WithLabelValues(r.Endpoint, "duplicate", "").Add(float64(r.Duplicates))
+	}
+	for code, n := range r.Rejected {
+		m.events.WithLabelValues(r.Endpoint, "rejected", code).Add(float64(n))
+	}
+}
+
+// ObserveCommit records one store transaction; its signature is the SQLite store's OnCommit hook.
+func (m *Metrics) ObserveCommit(groupRequests, groupEvents int, took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.commitSeconds.WithLabelValues(result).Observe(took.Seconds())
+	m.groupRequests.Observe(float64(groupRequests))
+	m.groupEvents.Observe(float64(groupEvents))
+}

@@ -1,0 +1,42 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/trackapi/trackapi/gen/ops"
+	"github.com/trackapi/trackapi/metrics"
+)
+
+// operations implements the operations API of ops.yaml.
+type operations struct {
+	ready   func(context.Context) error
+	metrics *metrics.Metrics
+}
+
+var _ ops.ServerInterface = operations{}
+
+// GetHealth answers while the process serves HTTP; it does not touch the store, so that a full
+// disk makes the server unready, not restarted.
+func (operations) GetHealth(c echo.Context) error {
+	return c.JSON(http.StatusOK, ops.Status{Status: ops.Ok})
+}
+
+// GetReadiness tells load balancers whether collect requests can be stored right now.
+func (o operations) GetReadiness(c echo.Context) error {
+	if err := o.ready(c.Request().Context()); err != nil {
+		reason := err.Error()
+		c.Response().Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))
+		return c.JSON(http.StatusServiceUnavailable, ops.Status{Status: ops.Unavailable, Reason: &reason})
+	}
+	return c.JSON(http.StatusOK, ops.Status{Status: ops.Ready})
+}
+
+// GetMetrics serves the Prometheus metrics.
+func (o operations) GetMetrics(c echo.Context) error {
+	o.metrics.Handler().ServeHTTP(c.Response(), c.Request())
+	return nil
+}
