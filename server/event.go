@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,15 @@ const maxSchemaWarnings = 10
 // eventProcessor turns one raw event into what is stored (DESIGN.md §4): it decodes the event
 // once, normalises it, validates the result against the Event schema of the embedded spec with
 // kin-openapi, and keeps the raw bytes when nothing had to change.
+//
+// Only the root properties the schema names (event_name, user, context, ...) are decoded into Go
+// values for validation; the others stay raw bytes. The schema lets them be anything
+// (additionalProperties: true), so validating without them gives the same findings, and an
+// event's free-form payload (items, custom properties) costs no decoding. newEventProcessor
+// refuses a schema for which that would not hold.
 type eventProcessor struct {
 	schema *openapi3.Schema
+	known  []string // the root properties the schema describes
 }
 
 func newEventProcessor() (*eventProcessor, error) {
@@ -35,7 +43,18 @@ func newEventProcessor() (*eventProcessor, error) {
 	if ref == nil || ref.Value == nil {
 		return nil, errors.New("the embedded spec has no Event schema")
 	}
-	return &eventProcessor{schema: ref.Value}, nil
+	schema := ref.Value
+	free := schema.AdditionalProperties.Has != nil && *schema.AdditionalProperties.Has && schema.AdditionalProperties.Schema == nil
+	if !free || schema.MinProps != 0 || schema.MaxProps != nil || len(schema.AllOf)+len(schema.AnyOf)+len(schema.OneOf) > 0 || schema.Not != nil {
+		return nil, errors.New("the Event schema must keep its root open (additionalProperties: true, no min/maxProperties or combinators): " +
+			"the validator decodes only the properties it names")
+	}
+	known := make([]string, 0, len(schema.Properties))
+	for name := range schema.Properties {
+		known = append(known, name)
+	}
+	slices.Sort(known)
+	return &eventProcessor{schema: schema, known: known}, nil
 }
 
 // processedEvent is the outcome for one event: either rejected, or a body and id to store with
@@ -50,14 +69,13 @@ type processedEvent struct {
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
 // normalisation (a root-level event_timestamp moves into context).
 func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time) processedEvent {
-	var event map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // keep numbers exactly as sent
-	if err := dec.Decode(&event); err != nil || event == nil {
+	var root map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &root); err != nil || root == nil {
 		// Callers pass only checked JSON objects, so this is not expected; without a decoded
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
+	event := p.decodeKnown(root)
 	if _, ok := event["event_name"].(string); !ok {
 		return processedEvent{rejected: &trackapi.Problem{
 			Code: string(gen.MissingEventName), Path: "/event_name",
@@ -73,15 +91,15 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	context, contextIsObject := event["context"].(map[string]any)
-	if _, present := event["context"]; !present || event["context"] == nil {
+	if event["context"] == nil { // missing or null
 		context, contextIsObject = map[string]any{}, true
 		event["context"] = context
 	}
 
 	if inBatch {
-		if ts, atRoot := event["event_timestamp"]; atRoot && contextIsObject && context["event_timestamp"] == nil {
-			context["event_timestamp"] = ts
-			delete(event, "event_timestamp")
+		if ts, atRoot := root["event_timestamp"]; atRoot && contextIsObject && context["event_timestamp"] == nil {
+			context["event_timestamp"] = decodeValue(ts)
+			delete(root, "event_timestamp")
 			warn(gen.TimestampMoved, "/context/event_timestamp", "event_timestamp was at the event's root; moved into context")
 		}
 	}
@@ -113,9 +131,43 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 
 	out.body = raw
 	if changed {
-		out.body = marshalEvent(event)
+		// Only context (and, for a moved timestamp, the root) changed: the rest is kept as sent.
+		root["context"] = encodeJSON(context)
+		out.body = encodeJSON(root)
 	}
 	return out
+}
+
+// decodeKnown decodes the root properties the schema names, in one pass over an object made of
+// just those (one decoder rather than one per property).
+func (p *eventProcessor) decodeKnown(root map[string]json.RawMessage) map[string]any {
+	var subset bytes.Buffer
+	subset.WriteByte('{')
+	for _, name := range p.known {
+		if value, ok := root[name]; ok {
+			if subset.Len() > 1 {
+				subset.WriteByte(',')
+			}
+			subset.WriteString(strconv.Quote(name))
+			subset.WriteByte(':')
+			subset.Write(value)
+		}
+	}
+	subset.WriteByte('}')
+	event, _ := decodeValue(subset.Bytes()).(map[string]any)
+	return event
+}
+
+// decodeValue decodes one valid JSON value, keeping numbers exactly as sent.
+func decodeValue(raw json.RawMessage) any {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		// raw comes from a successful decode of the whole event, so it is valid JSON.
+		panic(fmt.Sprintf("decoding a value of a decoded event: %v", err))
+	}
+	return v
 }
 
 // validate checks the normalised event against the Event schema; violations become warnings.
@@ -209,12 +261,13 @@ func epochMillis(v any) (ms int64, converted bool) {
 	return 0, false
 }
 
-// marshalEvent encodes a normalised event. HTML characters are kept as sent rather than escaped.
-func marshalEvent(event map[string]any) []byte {
+// encodeJSON encodes a decoded (part of an) event. HTML characters are kept as sent rather than
+// escaped.
+func encodeJSON(v any) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(event); err != nil {
+	if err := enc.Encode(v); err != nil {
 		// Values came from the JSON decoder, so they always encode.
 		panic(fmt.Sprintf("re-encoding a decoded event: %v", err))
 	}

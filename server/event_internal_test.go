@@ -1,0 +1,41 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sampleEvent is a realistic event of about size bytes: standard fields plus custom properties.
+func sampleEvent(id string, size int) []byte {
+	head := fmt.Sprintf(`{"event_name":"purchase","id":"o-1","type":"online","value":12.5,"revenue":10,"currency":"EUR",`+
+		`"items":[{"id":"i1","quantity":1,"product":{"id":"p1","name":"Shirt","price":10}}],`+
+		`"user":{"consistent_anonymous_id":"a1","consent_categories":["1","3"]},`+
+		`"context":{"event_id":%q,"event_timestamp":1639044446636,"page":{"url":"https://shop.example/p/1","title":"Shirt"}},"note":"`, id)
+	pad := size - len(head) - 2
+	if pad < 0 {
+		pad = 0
+	}
+	return []byte(head + strings.Repeat("n", pad) + `"}`)
+}
+
+func BenchmarkProcessEvent(b *testing.B) {
+	p, err := newEventProcessor()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range []int{330, 1024} {
+		raw := sampleEvent("bench-1", size)
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			now := time.Now()
+			for b.Loop() {
+				if out := p.process(raw, true, now); out.rejected != nil || len(out.warnings) != 0 {
+					b.Fatalf("%+v", out)
+				}
+			}
+		})
+	}
+}
