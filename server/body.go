@@ -53,7 +53,7 @@ func readBody(req *http.Request, limit int64) ([]byte, *requestError) {
 	if req.Body == nil {
 		return nil, refuse(gen.ErrorCodeInvalidJson, "the request body is empty")
 	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	body, err := readAll(io.LimitReader(req.Body, limit+1), req.ContentLength)
 	if err != nil {
 		// A client that stops sending or goes away: nothing to store, nobody to answer well.
 		return nil, refuse(gen.ErrorCodeInvalidJson, "reading the request body failed: %v", err)
@@ -62,6 +62,29 @@ func readBody(req *http.Request, limit int64) ([]byte, *requestError) {
 		return nil, refuse(gen.ErrorCodePayloadTooLarge, "request body is larger than %d bytes", limit)
 	}
 	return body, nil
+}
+
+// readAll is io.ReadAll that starts with a buffer of the declared length (plus one byte to see the
+// end), so that a body with a Content-Length is read without growing and copying the buffer.
+func readAll(r io.Reader, declared int64) ([]byte, error) {
+	size := int64(512)
+	if declared > 0 {
+		size = declared + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // grow, as io.ReadAll does
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // checkJSON refuses what is not one valid JSON value. encoding/json would silently replace invalid
