@@ -21,6 +21,7 @@ Usage:
   trackapi sources list [--data DIR]
   trackapi sources deactivate [--data DIR] ID
   trackapi events export [--data DIR] [--source ID]          NDJSON, oldest first
+  trackapi send --url URL --site S --token K [--failed F] FILE|-   bulk import of NDJSON events
 `
 
 func main() {
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New(`"events" takes the subcommand "export"`)
 		}
 		return exportEvents(ctx, rest[1:], stdout, stderr)
+	case "send":
+		return sendCommand(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
