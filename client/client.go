@@ -214,29 +214,21 @@ func (c *Client) sendOne(ctx context.Context, enc encoded) (Result, error) {
 // The error is nil only when every event was delivered; otherwise it wraps ErrNotDelivered (and
 // the first event's error) and the results say which events were rejected or failed.
 func (c *Client) SendBatch(ctx context.Context, events []gen.Event) (*BatchResult, error) {
-	encs := make([]encoded, len(events))
-	var errs []error
-	now := c.now()
-	for i, e := range events {
-		enc, err := encodeEvent(e, i, now)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		encs[i] = enc
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return c.sendEncoded(ctx, encs)
+	return sendAll(c, ctx, events, encodeEvent)
 }
 
 // SendRawBatch is SendBatch for events already in JSON (see SendRaw).
 func (c *Client) SendRawBatch(ctx context.Context, events [][]byte) (*BatchResult, error) {
+	return sendAll(c, ctx, events, encodeRaw)
+}
+
+// sendAll encodes and checks every event, and sends them only if none would be refused.
+func sendAll[E any](c *Client, ctx context.Context, events []E, encode func(E, int, time.Time) (encoded, error)) (*BatchResult, error) {
 	encs := make([]encoded, len(events))
 	var errs []error
 	now := c.now()
 	for i, e := range events {
-		enc, err := encodeRaw(e, i, now)
+		enc, err := encode(e, i, now)
 		if err != nil {
 			errs = append(errs, err)
 		}

@@ -94,15 +94,7 @@ func (e *env) stored() map[string]int {
 
 func (e *env) storedEvents() []trackapi.StoredEvent {
 	e.t.Helper()
-	var all []trackapi.StoredEvent
-	err := e.DB.ExportEvents(context.Background(), 0, func(ev trackapi.StoredEvent) error {
-		all = append(all, ev)
-		return nil
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return all
+	return apitest.StoredEvents(e.t, e.DB)
 }
 
 func eventID(t testing.TB, raw []byte) string {

@@ -138,15 +138,7 @@ func decodeStrict(t testing.TB, body []byte, v any) {
 // stored returns every stored event, oldest first.
 func (e *env) stored() []trackapi.StoredEvent {
 	e.t.Helper()
-	var all []trackapi.StoredEvent
-	err := e.DB.ExportEvents(context.Background(), 0, func(ev trackapi.StoredEvent) error {
-		all = append(all, ev)
-		return nil
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return all
+	return apitest.StoredEvents(e.t, e.DB)
 }
 
 // storedBody decodes the i-th stored event.
