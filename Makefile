@@ -12,7 +12,7 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: all generate check gen-check fmt-check lint breaking vet build run test unit fuzz tools clean
+.PHONY: all generate check gen-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
 
 all: build
 
@@ -60,6 +60,12 @@ build:
 ## run: the server on the embedded SQLite store (ADDR=:8080 DATA=./trackapi-data)
 run: build
 	./bin/trackapi serve --addr $(ADDR) --data $(DATA)
+
+## bench: the hot-path micro-benchmarks, then bin/trackapi end to end beside a bare Echo server on
+## this machine (about 2 minutes; BENCHFLAGS="-duration 10s -scenarios single-c50" and so on)
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./server/ ./sqlite/
+	$(GO) run ./bench -binary bin/trackapi $(BENCHFLAGS)
 
 ## test: everything CI checks
 test: check lint breaking vet unit fuzz
