@@ -129,19 +129,18 @@ func splitSingle(body []byte) ([]json.RawMessage, *requestError) {
 	return []json.RawMessage{body}, nil
 }
 
-// splitBatch checks the shape of a batch body and returns its elements' raw bytes as sent. A batch
-// is all or nothing: the first element that is not an object or is too large refuses the request.
+// splitBatch checks the shape of a batch body and returns its elements' raw bytes as sent (slices
+// of body, not copies). A batch is all or nothing: the first element that is not an object or is
+// too large refuses the request. body has passed checkJSON.
 func splitBatch(body []byte) ([]json.RawMessage, *requestError) {
-	if !isObject(body) {
+	members, ok := objectMembers(body)
+	if !ok {
 		return nil, refuse(gen.ErrorCodeInvalidPayload, `a batch must be a JSON object {"batch": [...]}`)
 	}
-	var envelope struct {
-		Batch *[]json.RawMessage `json:"batch"`
-	}
-	if err := json.Unmarshal(body, &envelope); err != nil || envelope.Batch == nil {
+	events, ok := arrayElements(lastMember(members, "batch"))
+	if !ok {
 		return nil, refuse(gen.ErrorCodeInvalidPayload, `a batch must be a JSON object with a "batch" array`)
 	}
-	events := *envelope.Batch
 	for i, raw := range events {
 		if !isObject(raw) {
 			return nil, refuseElement(gen.ErrorCodeInvalidPayload, i, "batch element %d is not a JSON object", i)

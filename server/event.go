@@ -69,13 +69,13 @@ type processedEvent struct {
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
 // normalisation (a root-level event_timestamp moves into context).
 func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time) processedEvent {
-	var root map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &root); err != nil || root == nil {
+	members, ok := objectMembers(raw)
+	if !ok {
 		// Callers pass only checked JSON objects, so this is not expected; without a decoded
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
-	event := p.decodeKnown(root)
+	event := p.decodeKnown(members)
 	if _, ok := event["event_name"].(string); !ok {
 		return processedEvent{rejected: &trackapi.Problem{
 			Code: string(gen.MissingEventName), Path: "/event_name",
@@ -84,7 +84,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	var out processedEvent
-	changed := false
+	changed, timestampMoved := false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
 		changed = true
@@ -97,9 +97,9 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	if inBatch {
-		if ts, atRoot := root["event_timestamp"]; atRoot && contextIsObject && context["event_timestamp"] == nil {
+		if ts := lastMember(members, "event_timestamp"); ts != nil && contextIsObject && context["event_timestamp"] == nil {
 			context["event_timestamp"] = decodeValue(ts)
-			delete(root, "event_timestamp")
+			timestampMoved = true
 			warn(gen.TimestampMoved, "/context/event_timestamp", "event_timestamp was at the event's root; moved into context")
 		}
 	}
@@ -131,20 +131,56 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 
 	out.body = raw
 	if changed {
-		// Only context (and, for a moved timestamp, the root) changed: the rest is kept as sent.
-		root["context"] = encodeJSON(context)
-		out.body = encodeJSON(root)
+		out.body = rebuildEvent(members, encodeJSON(context), timestampMoved)
 	}
 	return out
 }
 
+// rebuildEvent writes an event whose context changed: every other member is kept as sent, in its
+// place; a root event_timestamp that moved into context is left out.
+func rebuildEvent(members []member, context []byte, dropRootTimestamp bool) []byte {
+	lastContext := -1
+	size := len(context) + len(`{"context":}`)
+	for i, m := range members {
+		if m.key == "context" {
+			lastContext = i
+		}
+		size += len(m.rawKey) + len(m.value) + 2
+	}
+	b := bytes.NewBuffer(make([]byte, 0, size))
+	b.WriteByte('{')
+	write := func(rawKey, value []byte) {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		b.Write(rawKey)
+		b.WriteByte(':')
+		b.Write(value)
+	}
+	for i, m := range members {
+		switch {
+		case m.key == "context" && i == lastContext:
+			write(m.rawKey, context)
+		case m.key == "context": // an earlier repeat, which encoding/json would have ignored too
+		case m.key == "event_timestamp" && dropRootTimestamp:
+		default:
+			write(m.rawKey, m.value)
+		}
+	}
+	if lastContext < 0 {
+		write([]byte(`"context"`), context)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
 // decodeKnown decodes the root properties the schema names, in one pass over an object made of
 // just those (one decoder rather than one per property).
-func (p *eventProcessor) decodeKnown(root map[string]json.RawMessage) map[string]any {
+func (p *eventProcessor) decodeKnown(members []member) map[string]any {
 	var subset bytes.Buffer
 	subset.WriteByte('{')
 	for _, name := range p.known {
-		if value, ok := root[name]; ok {
+		if value := lastMember(members, name); value != nil {
 			if subset.Len() > 1 {
 				subset.WriteByte(',')
 			}
