@@ -39,7 +39,8 @@ type Problem struct {
 }
 
 // Event is one normalised event ready to be stored. Body holds the event's JSON as it will be
-// exported; EventID is the deduplication key together with SourceID.
+// exported; stores may use its bytes without copying them, so they must not change while
+// StoreEvents runs. EventID is the deduplication key together with SourceID.
 type Event struct {
 	SourceID   int64
 	Site       string

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/trackapi/trackapi/gen"
+	"github.com/trackapi/trackapi/server"
 	"github.com/trackapi/trackapi/sqlite"
 )
 
@@ -251,5 +252,48 @@ func TestMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		os.Stderr.WriteString(text)
+	}
+}
+
+// Bodies in flight are bounded: when they fill the budget, a further request waits at most
+// BodyWait and then gets a deliberate 503, counted as overloaded; room comes back as soon as the
+// bodies holding it are done.
+func TestBodyBudgetGivesCounted503(t *testing.T) {
+	e := newEnvWith(t, envOptions{server: server.Config{BodyBudget: 40000, BodyWait: 200 * time.Millisecond}})
+	body := eventOfSize(t, "budget-1", 30000)
+
+	// A slow client holds 30000 bytes of the budget: it sends its headers and half its body.
+	conn, r := rawRequest(t, e, "/events", fmt.Sprintf("Content-Length: %d\r\n", len(body)))
+	if _, err := conn.Write(body[:len(body)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the server has taken the reservation: then another 30000 cannot fit.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := e.post(e.url("/events"), eventOfSize(t, "budget-2", 30000))
+		if r.Status == http.StatusServiceUnavailable {
+			check503(t, r)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a second large body was never refused while the first held the budget")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A small body still fits beside the slow one.
+	checkCounts(t, e.post(e.url("/events"), mustJSON(t, validEvent("budget-small"))), 1, 1, 0, 0)
+
+	// The slow client finishes: its event is stored, and the budget is free again.
+	if _, err := conn.Write(body[len(body)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b := readRawResponse(t, conn, r, "/events"); resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"accepted":1`)) {
+		t.Fatalf("the slow request got %d %s", resp.StatusCode, b)
+	}
+	checkCounts(t, e.post(e.url("/events"), eventOfSize(t, "budget-3", 30000)), 1, 1, 0, 0)
+
+	metrics := string(e.get("/metrics").Body)
+	if !strings.Contains(metrics, `trackapi_requests_total{endpoint="single",outcome="overloaded"}`) {
+		t.Errorf("the 503 was not counted as overloaded:\n%s", metrics)
 	}
 }

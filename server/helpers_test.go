@@ -41,6 +41,7 @@ type envOptions struct {
 	dbPath string         // default: a file in t.TempDir()
 	store  sqlite.Options // e.g. a short BusyTimeout
 	logger *slog.Logger   // default: quietLogger
+	server server.Config  // BodyBudget and BodyWait are taken from here
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -62,7 +63,8 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Events: db, Sources: db, Ready: db.Ping, Metrics: m, Logger: opts.logger})
+	srv, err := server.New(server.Config{Events: db, Sources: db, Ready: db.Ping, Metrics: m, Logger: opts.logger,
+		BodyBudget: opts.server.BodyBudget, BodyWait: opts.server.BodyWait})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,10 @@ type Config struct {
 	Ready   func(context.Context) error
 	Metrics *metrics.Metrics // nil: a new set
 	Logger  *slog.Logger     // nil: slog.Default()
+	// BodyBudget bounds the bytes of request bodies held at once (0: DefaultBodyBudget), and
+	// BodyWait how long a request waits for room before it gets a 503 (0: DefaultBodyWait).
+	BodyBudget int64
+	BodyWait   time.Duration
 }
 
 // Server implements gen.ServerInterface.
@@ -44,6 +48,7 @@ type Server struct {
 	events  *eventProcessor
 	ready   func(context.Context) error
 	metrics *metrics.Metrics
+	bodies  *bodyBudget
 	log     *slog.Logger
 }
 
@@ -63,7 +68,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{store: cfg.Events, sources: newSourceCache(cfg.Sources, log), events: events,
-		ready: cfg.Ready, metrics: cfg.Metrics, log: log}
+		ready: cfg.Ready, metrics: cfg.Metrics, bodies: newBodyBudget(cfg.BodyBudget, cfg.BodyWait), log: log}
 	if s.ready == nil {
 		s.ready = func(context.Context) error { return nil }
 	}
@@ -117,7 +122,30 @@ func (s *Server) CollectBatch(c echo.Context, params gen.CollectBatchParams) err
 // and count the outcome in the metrics.
 func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) error {
 	start := time.Now()
-	body, refusal := readBody(c.Request(), ep.bodyLimit)
+	observed := metrics.Request{Endpoint: ep.name}
+	defer func() {
+		observed.Took = time.Since(start)
+		s.metrics.ObserveRequest(observed)
+	}()
+
+	// Memory is bounded before the body is read: what a request may hold (its declared length,
+	// or the limit when chunked) is reserved from the budget, waiting for room at most
+	// BodyWait. A Content-Length over the limit is refused by readBody without a reservation.
+	req := c.Request()
+	if req.ContentLength <= ep.bodyLimit {
+		reserve := ep.bodyLimit
+		if req.ContentLength >= 0 {
+			reserve = req.ContentLength
+		}
+		release, err := s.bodies.reserve(req.Context(), reserve)
+		if err != nil {
+			observed.Status, observed.Outcome = http.StatusServiceUnavailable, "overloaded"
+			return s.unavailable(c, err)
+		}
+		defer release()
+	}
+
+	body, refusal := readBody(req, ep.bodyLimit)
 	if refusal == nil {
 		refusal = checkJSON(body)
 	}
@@ -125,11 +153,7 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	if refusal == nil {
 		events, refusal = ep.split(body)
 	}
-	observed := metrics.Request{Endpoint: ep.name, BodyBytes: len(body)}
-	defer func() {
-		observed.Took = time.Since(start)
-		s.metrics.ObserveRequest(observed)
-	}()
+	observed.BodyBytes = len(body)
 	if refusal != nil {
 		observed.Status, observed.Outcome = http.StatusBadRequest, string(refusal.code)
 		return s.badRequest(c, refusal)
@@ -220,7 +244,10 @@ func (s *Server) badRequest(c echo.Context, r *requestError) error {
 // unavailable answers 503: nothing of the request was acknowledged, and a retry is safe because
 // events are deduplicated on their id.
 func (s *Server) unavailable(c echo.Context, err error) error {
-	if !errors.Is(err, context.Canceled) {
+	switch {
+	case errors.Is(err, errOverloaded):
+		s.log.Warn("answering 503", "err", err)
+	case !errors.Is(err, context.Canceled):
 		s.log.Error("storing events failed; answering 503", "err", err)
 	}
 	c.Response().Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))

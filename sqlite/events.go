@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/trackapi/trackapi"
 
@@ -84,7 +85,9 @@ func (d *DB) enqueue(ctx context.Context, events []trackapi.Event) (*request, er
 			site:       e.Site,
 			eventID:    e.EventID,
 			receivedAt: e.ReceivedAt,
-			body:       string(e.Body),
+			// No copy: the body is bound as TEXT (a string) but stays the caller's bytes, which
+			// nobody changes while the call runs; a copy doubled the memory of a burst of batches.
+			body: unsafe.String(unsafe.SliceData(e.Body), len(e.Body)),
 		}
 		if len(e.Warnings) > 0 {
 			w, err := json.Marshal(e.Warnings)
