@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -40,6 +42,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tuneGC()
 	path, err := dbPath(*data)
 	if err != nil {
 		return err
@@ -99,6 +102,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// The garbage collector's settings, unless GOGC or GOMEMLIMIT say otherwise. The collect path
+// allocates a lot of short-lived garbage (decoded events), and collecting at Go's default of 100%
+// heap growth cost 15–30% of the throughput in `make bench`; at 400% the heap stays small anyway,
+// and the soft limit keeps a burst of large batches (whose bodies the server's 64 MiB body budget
+// bounds) from growing the process past about 200 MB.
+const (
+	gcPercent   = 400
+	memoryLimit = 200 << 20
+)
+
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 }
 
 // createFirstSource makes a fresh installation usable at once: with no source yet, it creates one
