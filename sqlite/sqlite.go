@@ -64,6 +64,8 @@ type DB struct {
 	// reader is a pool for queries; in WAL mode they run beside the writer without blocking it.
 	reader *sql.DB
 	opts   Options
+	// insert is the insert of one event, prepared once on the writer.
+	insert *sql.Stmt
 
 	// mu guards closed and the sends on requests, so that Close can close requests without a
 	// StoreEvents sending on a closed channel.
@@ -127,7 +129,14 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 	}
 	reader.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 
+	insert, err := writer.Prepare(insertEvent)
+	if err != nil {
+		writer.Close()
+		reader.Close()
+		return nil, fmt.Errorf("open %s: prepare insert: %w", path, err)
+	}
 	d := &DB{
+		insert:   insert,
 		writer:   writer,
 		reader:   reader,
 		opts:     opts,
@@ -281,7 +290,7 @@ func (d *DB) Close() error {
 		<-d.done
 		// The reader first, so that the writer is the last connection: it checkpoints the log
 		// into the database file and removes it.
-		d.closeErr = errors.Join(d.reader.Close(), d.writer.Close())
+		d.closeErr = errors.Join(d.insert.Close(), d.reader.Close(), d.writer.Close())
 		if d.closeErr != nil {
 			d.closeErr = fmt.Errorf("close: %w", d.closeErr)
 		}
