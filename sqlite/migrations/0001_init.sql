@@ -11,12 +11,14 @@ CREATE TABLE sources (
 	created_at INTEGER NOT NULL
 );
 
--- seq is AUTOINCREMENT so that a seq is never reused, even after the newest rows are deleted:
--- export order (and any later cursor on seq) stays stable.
+-- seq is the rowid: each new row gets the largest seq plus one, so export order is arrival order.
+-- It is not AUTOINCREMENT: that would write the sqlite_sequence page in every commit, one more
+-- page to the log and disk per commit (most commits hold a few small events). A seq could only
+-- be reused after the newest rows were deleted, and events are never deleted newest first.
 -- warnings is a JSON array of trackapi.Problem, or NULL when there are none.
 -- UNIQUE(source_id, event_id) is the deduplication key and its index.
 CREATE TABLE events (
-	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	seq         INTEGER PRIMARY KEY,
 	source_id   INTEGER NOT NULL REFERENCES sources(id),
 	site        TEXT    NOT NULL,
 	event_id    TEXT    NOT NULL,
