@@ -99,15 +99,7 @@ func (e *env) storedEvents() []trackapi.StoredEvent {
 
 func eventID(t testing.TB, raw []byte) string {
 	t.Helper()
-	var body struct {
-		Context struct {
-			EventID string `json:"event_id"`
-		} `json:"context"`
-	}
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("event %.200s: %v", raw, err)
-	}
-	return body.Context.EventID
+	return apitest.EventID(t, raw)
 }
 
 // exactlyOnce fails unless each id is stored exactly once and nothing else is stored.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/trackapi/trackapi/gen"
+	"github.com/trackapi/trackapi/internal/apitest"
 	"github.com/trackapi/trackapi/server"
 	"github.com/trackapi/trackapi/sqlite"
 )
@@ -167,15 +167,7 @@ func TestFullDiskGives503AndRecovers(t *testing.T) {
 
 	exported := map[string]int{}
 	for _, ev := range e.stored() {
-		var body struct {
-			Context struct {
-				EventID string `json:"event_id"`
-			} `json:"context"`
-		}
-		if err := json.Unmarshal(ev.Event, &body); err != nil {
-			t.Fatal(err)
-		}
-		exported[body.Context.EventID]++
+		exported[apitest.EventID(t, ev.Event)]++
 	}
 	for id := range acked {
 		if exported[id] != 1 {

@@ -143,15 +143,7 @@ func export(t *testing.T, data string, args ...string) (map[string]int, []tracka
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("export line %q: %v", sc.Text(), err)
 		}
-		var body struct {
-			Context struct {
-				EventID string `json:"event_id"`
-			} `json:"context"`
-		}
-		if err := json.Unmarshal(ev.Event, &body); err != nil {
-			t.Fatal(err)
-		}
-		counts[body.Context.EventID]++
+		counts[apitest.EventID(t, ev.Event)]++
 		events = append(events, ev)
 	}
 	return counts, events

@@ -7,6 +7,7 @@ package apitest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -152,4 +153,18 @@ func StoredEvents(t testing.TB, store Exporter) []trackapi.StoredEvent {
 		t.Fatalf("exporting the stored events: %v", err)
 	}
 	return all
+}
+
+// EventID returns the context.event_id of a stored event: the key tests count events by.
+func EventID(t testing.TB, event []byte) string {
+	t.Helper()
+	var body struct {
+		Context struct {
+			EventID string `json:"event_id"`
+		} `json:"context"`
+	}
+	if err := json.Unmarshal(event, &body); err != nil {
+		t.Fatalf("stored event %.200s: %v", event, err)
+	}
+	return body.Context.EventID
 }
