@@ -73,10 +73,12 @@ test: check lint breaking vet unit fuzz
 unit:
 	$(GO) test -race -count=1 ./...
 
-## fuzz: each fuzz target for FUZZTIME (seeded from testdata/fuzz)
+## fuzz: each fuzz target for FUZZTIME, seeded from testdata/events (both endpoints, and the JSON walker
+## against encoding/json)
 fuzz:
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
+	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzWalkers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 
 tools: $(OASDIFF) $(SPECTRAL)
 

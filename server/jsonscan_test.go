@@ -3,7 +3,10 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
+	"unicode/utf8"
 )
 
 // The top-level walkers must agree with encoding/json on every valid document, however its
@@ -59,4 +62,41 @@ func TestWalkersAgreeWithEncodingJSON(t *testing.T) {
 	if _, ok := arrayElements([]byte(`null`)); ok {
 		t.Error("null seen as an array")
 	}
+}
+
+// For any valid JSON object in valid UTF-8 (what checkJSON lets through), the walker finds the members encoding/json finds, with the same
+// values byte for byte (the last one of a repeated key).
+func FuzzWalkers(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join("..", "testdata", "events", "*.json"))
+	for _, name := range seeds {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if !json.Valid(doc) || !utf8.Valid(doc) { // what checkJSON lets through
+			return
+		}
+		var want map[string]json.RawMessage
+		if json.Unmarshal(doc, &want) != nil {
+			if _, ok := objectMembers(doc); ok {
+				t.Fatalf("%q: walked as an object, but it is not one", doc)
+			}
+			return
+		}
+		members, ok := objectMembers(doc)
+		if !ok {
+			t.Fatalf("%q: not walked as an object", doc)
+		}
+		for k, v := range want {
+			if got := lastMember(members, k); !bytes.Equal(got, bytes.TrimSpace(v)) {
+				t.Fatalf("%q: member %q = %q, want %q", doc, k, got, v)
+			}
+		}
+		for _, m := range members {
+			if _, ok := want[m.key]; !ok {
+				t.Fatalf("%q: member %q that encoding/json does not see", doc, m.key)
+			}
+		}
+	})
 }
