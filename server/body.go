@@ -2,10 +2,12 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/trackapi/trackapi/gen"
@@ -42,13 +44,16 @@ func refuseElement(code gen.ErrorCode, index int, format string, args ...any) *r
 
 // readBody reads at most limit+1 bytes of the request body, so that neither a lying nor a missing
 // Content-Length (chunked bodies) lets a client make the server hold more than the limit. A
-// declared length over the limit is refused before anything is read.
+// declared length over the limit is refused before anything is read. A gzip body (Content-Encoding:
+// gzip) has the limit applied twice: to the bytes on the wire, and to the bytes it decompresses to,
+// of which no more than limit+1 are ever produced, so a gzip bomb costs nothing.
 func readBody(req *http.Request, limit int64) ([]byte, *requestError) {
 	if req.ContentLength > limit {
 		return nil, refuse(gen.ErrorCodePayloadTooLarge, "request body is %d bytes, over the %d-byte limit", req.ContentLength, limit)
 	}
-	if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
-		return nil, refuse(gen.ErrorCodeInvalidJson, "Content-Encoding %q is not supported; send the JSON uncompressed", enc)
+	encoding := strings.ToLower(strings.TrimSpace(req.Header.Get("Content-Encoding")))
+	if encoding != "" && encoding != "identity" && encoding != "gzip" {
+		return nil, refuse(gen.ErrorCodeInvalidJson, "Content-Encoding %q is not supported; send gzip or uncompressed JSON", encoding)
 	}
 	if req.Body == nil {
 		return nil, refuse(gen.ErrorCodeInvalidJson, "the request body is empty")
@@ -60,6 +65,25 @@ func readBody(req *http.Request, limit int64) ([]byte, *requestError) {
 	}
 	if int64(len(body)) > limit {
 		return nil, refuse(gen.ErrorCodePayloadTooLarge, "request body is larger than %d bytes", limit)
+	}
+	if encoding == "gzip" {
+		return gunzip(body, limit)
+	}
+	return body, nil
+}
+
+// gunzip decompresses a gzip body, refusing it as soon as it would exceed limit.
+func gunzip(compressed []byte, limit int64) ([]byte, *requestError) {
+	zr, err := gzip.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		return nil, refuse(gen.ErrorCodeInvalidJson, "the gzip body cannot be read: %v", err)
+	}
+	body, err := readAll(io.LimitReader(zr, limit+1), -1)
+	if err != nil {
+		return nil, refuse(gen.ErrorCodeInvalidJson, "the gzip body cannot be read: %v", err)
+	}
+	if int64(len(body)) > limit {
+		return nil, refuse(gen.ErrorCodePayloadTooLarge, "the gzip body decompresses to more than %d bytes", limit)
 	}
 	return body, nil
 }

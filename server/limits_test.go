@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net"
@@ -191,5 +192,55 @@ func TestEndlessChunkedBodyIsCutOff(t *testing.T) {
 	conn.Close()
 	if n := <-sent; n >= bound {
 		t.Errorf("the server let the client send all %d bytes", n)
+	}
+}
+
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// A gzip body has the limit applied to what it decompresses to: at the exact boundary, for a bomb
+// (10 MB of JSON whitespace in about 10 KB), and a corrupt or unknown encoding is a clear 400.
+func TestGzipBodies(t *testing.T) {
+	e := newEnv(t)
+	bomb := append(append([]byte(`{"event_name":"x","pad":"`), bytes.Repeat([]byte(" "), 10<<20)...), `"}`...)
+	tests := []struct {
+		name     string
+		path     string
+		encoding string
+		body     []byte
+		code     gen.ErrorCode // "" for a 200 with one event accepted
+	}{
+		{"single at the limit once decompressed", "/events", "gzip", gzipped(t, eventOfSize(t, "gz-ok", server.SingleBodyLimit)), ""},
+		{"single one byte over once decompressed", "/events", "gzip", gzipped(t, eventOfSize(t, "gz-over", server.SingleBodyLimit+1)), gen.ErrorCodePayloadTooLarge},
+		{"batch", "/events/batch", "GZIP", gzipped(t, batchOf(t, validEvent("gz-batch"))), ""},
+		{"gzip bomb", "/events/batch", "gzip", gzipped(t, bomb), gen.ErrorCodePayloadTooLarge},
+		{"corrupt gzip", "/events", "gzip", []byte("not gzip at all"), gen.ErrorCodeInvalidJson},
+		{"truncated gzip", "/events", "gzip", gzipped(t, mustJSON(t, validEvent("gz-cut")))[:20], gen.ErrorCodeInvalidJson},
+		{"unknown encoding", "/events", "br", mustJSON(t, validEvent("br")), gen.ErrorCodeInvalidJson},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "gzip bomb" && len(tt.body) > 64<<10 {
+				t.Fatalf("the bomb is %d bytes compressed", len(tt.body))
+			}
+			r := e.post(e.url(tt.path), tt.body, "Content-Encoding", tt.encoding)
+			if tt.code == "" {
+				checkCounts(t, r, 1, 1, 0, 0)
+				return
+			}
+			if r.Status != http.StatusBadRequest || r.Error.Code != tt.code {
+				t.Fatalf("got %d %s, want 400 %s", r.Status, r.Body, tt.code)
+			}
+		})
 	}
 }

@@ -129,12 +129,12 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	}()
 
 	// Memory is bounded before the body is read: what a request may hold (its declared length,
-	// or the limit when chunked) is reserved from the budget, waiting for room at most
+	// or the limit when chunked or compressed) is reserved from the budget, waiting for room at most
 	// BodyWait. A Content-Length over the limit is refused by readBody without a reservation.
 	req := c.Request()
 	if req.ContentLength <= ep.bodyLimit {
-		reserve := ep.bodyLimit
-		if req.ContentLength >= 0 {
+		reserve := ep.bodyLimit // chunked, or compressed: up to the limit once decompressed
+		if req.ContentLength >= 0 && req.Header.Get("Content-Encoding") == "" {
 			reserve = req.ContentLength
 		}
 		release, err := s.bodies.reserve(req.Context(), reserve)
