@@ -32,6 +32,7 @@ const maxSchemaWarnings = 10
 type eventProcessor struct {
 	schema *openapi3.Schema
 	known  []string // the root properties the schema describes
+	quoted []string // the same names as JSON strings, for building the subset to decode
 }
 
 func newEventProcessor() (*eventProcessor, error) {
@@ -54,7 +55,11 @@ func newEventProcessor() (*eventProcessor, error) {
 		known = append(known, name)
 	}
 	slices.Sort(known)
-	return &eventProcessor{schema: schema, known: known}, nil
+	quoted := make([]string, len(known))
+	for i, name := range known {
+		quoted[i] = strconv.Quote(name)
+	}
+	return &eventProcessor{schema: schema, known: known, quoted: quoted}, nil
 }
 
 // processedEvent is the outcome for one event: either rejected, or a body and id to store with
@@ -179,12 +184,12 @@ func rebuildEvent(members []member, context []byte, dropRootTimestamp bool) []by
 func (p *eventProcessor) decodeKnown(members []member) map[string]any {
 	var subset bytes.Buffer
 	subset.WriteByte('{')
-	for _, name := range p.known {
+	for i, name := range p.known {
 		if value := lastMember(members, name); value != nil {
 			if subset.Len() > 1 {
 				subset.WriteByte(',')
 			}
-			subset.WriteString(strconv.Quote(name))
+			subset.WriteString(p.quoted[i])
 			subset.WriteByte(':')
 			subset.Write(value)
 		}

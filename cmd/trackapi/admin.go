@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 )
 
 // openData parses a command's flags and opens the database of its --data directory.
-func openData(fs interface{ Parse([]string) error }, args []string, data *string) (*sqlite.DB, error) {
+func openData(fs *flag.FlagSet, args []string, data *string) (*sqlite.DB, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
