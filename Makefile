@@ -16,7 +16,7 @@ FUZZTIME      ?= 10s
 
 all: build
 
-## generate: rewrite gen/ (collect API), gen/ops/ (operations API) and the vendor-spec client from their specs (the only way gen/ changes)
+## generate: rewrite gen/ (collect API: models and client in gen/, embedded spec in gen/spec/, Echo server in gen/echoapi/), gen/ops/ (operations API) and the vendor-spec client from their specs (the only way gen/ changes)
 generate:
 	$(GO) generate ./gen/... ./testdata/upstream/
 
@@ -25,6 +25,8 @@ check: gen-check fmt-check
 
 # Each generated file with the config and spec it comes from (paths relative to the config's folder).
 GENERATED := gen/cfg.yaml:../openapi.yaml:api.gen.go \
+             gen/spec/cfg.yaml:../../openapi.yaml:spec.gen.go \
+             gen/echoapi/cfg.yaml:../../openapi.yaml:echoapi.gen.go \
              gen/ops/cfg.yaml:../../ops.yaml:ops.gen.go \
              testdata/upstream/cfg.yaml:http_tracking_api_spec.yaml:client.gen.go
 
