@@ -11,12 +11,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/client"
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/server"
-	"github.com/trackapi/trackapi/sqlite"
+	"github.com/trackapi/trackapi/internal/testenv"
 )
 
 // exampleServer starts a trackapi server in this process, over a temporary SQLite file, and
@@ -28,19 +26,11 @@ func exampleServer() (url, site, key string, stop func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := sqlite.Open(filepath.Join(dir, "trackapi.db"))
+	env, err := testenv.Open(testenv.Options{DBPath: filepath.Join(dir, "trackapi.db")})
 	if err != nil {
 		log.Fatal(err)
 	}
-	key = trackapi.NewSourceKey()
-	if _, err := db.CreateSource(context.Background(), "1", "example", trackapi.HashKey(key)); err != nil {
-		log.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Events: db, Sources: db, Logger: quiet})
-	if err != nil {
-		log.Fatal(err)
-	}
-	real := srv.Handler()
+	real := env.Handler
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := httptest.NewRecorder()
 		real.ServeHTTP(rec, r)
@@ -53,9 +43,9 @@ func exampleServer() (url, site, key string, stop func()) {
 		w.WriteHeader(rec.Code)
 		w.Write(rec.Body.Bytes())
 	}))
-	return ts.URL, "1", key, func() {
+	return ts.URL, env.Site, env.Key, func() {
 		ts.Close()
-		db.Close()
+		env.Close()
 		os.RemoveAll(dir)
 	}
 }

@@ -2,14 +2,11 @@ package client_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -19,46 +16,21 @@ import (
 	"github.com/trackapi/trackapi/client"
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/server"
-	"github.com/trackapi/trackapi/sqlite"
+	"github.com/trackapi/trackapi/internal/testenv"
 )
 
 // quiet drops logs that would bury test failures.
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = testenv.Quiet
 
 // env is one real server (real handlers, real SQLite file) on 127.0.0.1 with one active source.
 type env struct {
-	t       testing.TB
-	URL     string // base URL, without /events
-	DB      *sqlite.DB
-	Site    string
-	Key     string
-	Handler http.Handler // the real server's handler, for servers put in front of it
+	*testenv.Server
+	t testing.TB
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "trackapi.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := trackapi.NewSourceKey()
-	if _, err := db.CreateSource(context.Background(), "29", "test", trackapi.HashKey(key)); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Events: db, Sources: db, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := srv.Handler()
-	ts := httptest.NewServer(h) // listens on 127.0.0.1
-	t.Cleanup(func() {
-		ts.Close()
-		if err := db.Close(); err != nil {
-			t.Errorf("closing the store: %v", err)
-		}
-	})
-	return &env{t: t, URL: ts.URL, DB: db, Site: "29", Key: key, Handler: h}
+	return &env{Server: testenv.New(t, testenv.Options{}), t: t}
 }
 
 // fastRetry keeps tests quick while still going through the backoff.
@@ -94,7 +66,7 @@ func (e *env) stored() map[string]int {
 
 func (e *env) storedEvents() []trackapi.StoredEvent {
 	e.t.Helper()
-	return apitest.StoredEvents(e.t, e.DB)
+	return testenv.Stored(e.t, e.DB)
 }
 
 func eventID(t testing.TB, raw []byte) string {

@@ -19,6 +19,7 @@ import (
 // Defines values for ErrorCode.
 const (
 	ErrorCodeEventTooLarge   ErrorCode = "event_too_large"
+	ErrorCodeInternal        ErrorCode = "internal"
 	ErrorCodeInvalidJson     ErrorCode = "invalid_json"
 	ErrorCodeInvalidPayload  ErrorCode = "invalid_payload"
 	ErrorCodePayloadTooLarge ErrorCode = "payload_too_large"
@@ -29,6 +30,8 @@ const (
 func (e ErrorCode) Valid() bool {
 	switch e {
 	case ErrorCodeEventTooLarge:
+		return true
+	case ErrorCodeInternal:
 		return true
 	case ErrorCodeInvalidJson:
 		return true
@@ -144,11 +147,11 @@ type Device struct {
 	AdditionalProperties map[string]interface{} `json:"-"`
 }
 
-// Error Why a whole request was refused (400) or could not be stored (503).
+// Error Why a whole request was refused (400) or could not be stored (503, 500).
 type Error struct {
 	// Code 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
 	// invalid UTF-8, trailing data), `invalid_payload` (valid JSON of the wrong shape),
-	// `event_too_large` (a batch element over 32768 bytes). 503: `unavailable`.
+	// `event_too_large` (a batch element over 32768 bytes). 503: `unavailable`. 500: `internal`.
 	Code ErrorCode `json:"code"`
 
 	// Index The batch element at fault, for `invalid_payload` and `event_too_large` in a batch.
@@ -158,7 +161,7 @@ type Error struct {
 
 // ErrorCode 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
 // invalid UTF-8, trailing data), `invalid_payload` (valid JSON of the wrong shape),
-// `event_too_large` (a batch element over 32768 bytes). 503: `unavailable`.
+// `event_too_large` (a batch element over 32768 bytes). 503: `unavailable`. 500: `internal`.
 type ErrorCode string
 
 // Event One event. `event_name` is the only property the server requires; the others marked required
@@ -270,13 +273,16 @@ type SiteId = string
 // TokenQuery Example: 7183b9d4-1031-11ee-be56-0242ac120002
 type TokenQuery = string
 
-// BadRequest Why a whole request was refused (400) or could not be stored (503).
+// BadRequest Why a whole request was refused (400) or could not be stored (503, 500).
 type BadRequest = Error
 
 // Collected What became of each event of a usable request. `received = accepted + duplicates + rejected`.
 type Collected = CollectResult
 
-// Unavailable Why a whole request was refused (400) or could not be stored (503).
+// InternalError Why a whole request was refused (400) or could not be stored (503, 500).
+type InternalError = Error
+
+// Unavailable Why a whole request was refused (400) or could not be stored (503, 500).
 type Unavailable = Error
 
 // CollectEventParams defines parameters for CollectEvent.
@@ -1542,6 +1548,8 @@ type CollectEventResponse struct {
 	JSON200 *Collected
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -1556,6 +1564,11 @@ func (r CollectEventResponse) GetJSON200() *Collected {
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r CollectEventResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CollectEventResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -1604,6 +1617,8 @@ type CollectBatchResponse struct {
 	JSON200 *Collected
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -1618,6 +1633,11 @@ func (r CollectBatchResponse) GetJSON200() *Collected {
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r CollectBatchResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CollectBatchResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -1762,6 +1782,13 @@ func ParseCollectEventResponse(rsp *http.Response) (*CollectEventResponse, error
 		}
 		response.JSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -1814,6 +1841,13 @@ func ParseCollectBatchResponse(rsp *http.Response) (*CollectBatchResponse, error
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable

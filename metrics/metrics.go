@@ -24,6 +24,8 @@ type Metrics struct {
 	commitSeconds  *prometheus.HistogramVec
 	groupRequests  prometheus.Histogram
 	groupEvents    prometheus.Histogram
+	auths          *prometheus.CounterVec
+	keyLookups     *prometheus.CounterVec
 }
 
 // New makes the collectors and registers them, with the Go runtime and process collectors, on a
@@ -64,9 +66,17 @@ func New() *Metrics {
 			Help:    "Events committed together in one transaction.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 … 65536
 		}),
+		auths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackapi_source_authentications_total",
+			Help: "Collect requests' credentials by result: ok, or why they were refused (unknown_key, key_expired, key_revoked, source_inactive, site_mismatch, missing_credentials).",
+		}, []string{"result"}),
+		keyLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackapi_source_key_lookups_total",
+			Help: "Store lookups of keys missing from the in-memory copy, by whether the store knew them; unknown keys are then remembered briefly, so a flood of bad keys costs few lookups.",
+		}, []string{"found"}),
 	}
 	m.registry.MustRegister(m.requests, m.events, m.requestSeconds, m.bodyBytes, m.commitSeconds,
-		m.groupRequests, m.groupEvents,
+		m.groupRequests, m.groupEvents, m.auths, m.keyLookups,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -116,4 +126,19 @@ func (m *Metrics) ObserveCommit(groupRequests, groupEvents int, took time.Durati
 	m.commitSeconds.WithLabelValues(result).Observe(took.Seconds())
 	m.groupRequests.Observe(float64(groupRequests))
 	m.groupEvents.Observe(float64(groupEvents))
+}
+
+// ObserveAuth counts one authentication by its result ("" is counted as ok); its signature is the
+// source service's OnAuthenticate hook.
+func (m *Metrics) ObserveAuth(reason string) {
+	if reason == "" {
+		reason = "ok"
+	}
+	m.auths.WithLabelValues(reason).Inc()
+}
+
+// ObserveKeyLookup counts one store lookup of a key; its signature is the source service's
+// OnLookup hook.
+func (m *Metrics) ObserveKeyLookup(found bool) {
+	m.keyLookups.WithLabelValues(strconv.FormatBool(found)).Inc()
 }

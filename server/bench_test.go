@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/server"
+	"github.com/trackapi/trackapi/internal/testenv"
 	"github.com/trackapi/trackapi/sqlite"
 )
 
@@ -115,7 +114,7 @@ func (c *benchCommits) onCommit(groupRequests, _ int, took time.Duration, err er
 }
 
 // benchSite is the site of the benchmarks' source.
-const benchSite = "1"
+const benchSite = testenv.Site
 
 // benchHandler is the collect handler over a source of benchSite, and that source's key. Events
 // go to a real SQLite store in b.TempDir() ("sqlite") or to one that stores nothing ("nostore");
@@ -123,28 +122,12 @@ const benchSite = "1"
 func benchHandler(b *testing.B, store string) (http.Handler, string, *benchCommits) {
 	b.Helper()
 	commits := &benchCommits{}
-	db, err := sqlite.OpenWithOptions(filepath.Join(b.TempDir(), "trackapi.db"), sqlite.Options{OnCommit: commits.onCommit})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			b.Errorf("closing the store: %v", err)
-		}
-	})
-	key := trackapi.NewSourceKey()
-	if _, err := db.CreateSource(context.Background(), benchSite, "bench", trackapi.HashKey(key)); err != nil {
-		b.Fatal(err)
-	}
-	var events trackapi.EventStore = db
+	opts := testenv.Options{Store: sqlite.Options{OnCommit: commits.onCommit}}
 	if store == "nostore" {
-		events = noStore{}
+		opts.Events = noStore{}
 	}
-	srv, err := server.New(server.Config{Events: events, Sources: db, Logger: quietLogger})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return srv.Handler(), key, commits
+	env := testenv.Start(b, opts)
+	return env.Handler, env.Key, commits
 }
 
 // noStore acknowledges every event at once without keeping it.

@@ -13,7 +13,7 @@ import (
 	"github.com/trackapi/trackapi/gen"
 )
 
-// Every 400 of DESIGN.md §3, with its exact code and index; nothing of a refused request is stored.
+// Every 400 the spec lists, with its exact code and index; nothing of a refused request is stored.
 func TestBadRequests(t *testing.T) {
 	e := newEnv(t)
 	ev := string(mustJSON(t, validEvent("a")))
@@ -90,19 +90,31 @@ func TestParameterGivenTwice(t *testing.T) {
 // query or the header; and the ways that work.
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
-	other, err := e.DB.CreateSource(context.Background(), "30", "deactivated", []byte("unused"))
+	ctx := context.Background()
+	e.AddSource(t, "30", "other site") // so that "key of another site" names a real site
+	gone, deactivatedKey := e.AddSource(t, "29", "gone")
+	if err := e.Sources.SetActive(ctx, gone.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	// Rotations: one with the previous key expired at once, one with an overlap.
+	rotated, expiredKey := e.AddSource(t, "29", "rotated")
+	rotatedKey, err := e.Sources.RotateKey(ctx, rotated.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deactivatedKey := "deactivated-key"
-	gone, err := e.DB.CreateSource(context.Background(), "29", "gone", hashOf(deactivatedKey))
+	overlapping, previousKey := e.AddSource(t, "29", "overlapping")
+	nextKey, err := e.Sources.RotateKey(ctx, overlapping.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.DB.DeactivateSource(context.Background(), gone.ID); err != nil {
+	revoked, revokedKey := e.AddSource(t, "29", "revoked")
+	keys, err := e.Sources.Keys(ctx, revoked.ID)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_ = other
+	if err := e.Sources.RevokeKey(ctx, revoked.ID, keys[0].ID); err != nil {
+		t.Fatal(err)
+	}
 	body := batchOf(t, validEvent("1"), validEvent("2"))
 	tests := []struct {
 		name   string
@@ -122,6 +134,11 @@ func TestAuthentication(t *testing.T) {
 		{"key of another site", "tc_s=30&token=" + e.Key, nil, false},
 		{"basic auth header", "tc_s=29", []string{"Authorization", "Basic " + e.Key}, false},
 		{"deactivated source", "tc_s=29&token=" + deactivatedKey, nil, false},
+		{"key rotated out at once", "tc_s=29&token=" + expiredKey, nil, false},
+		{"the key it was rotated to", "tc_s=29&token=" + rotatedKey.Key, nil, true},
+		{"previous key during the overlap", "tc_s=29&token=" + previousKey, nil, true},
+		{"next key during the overlap", "tc_s=29", []string{"Authorization", "Bearer " + nextKey.Key}, true},
+		{"revoked key", "tc_s=29&token=" + revokedKey, nil, false},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,7 +161,7 @@ func TestAuthentication(t *testing.T) {
 	}
 }
 
-// Each rejection and warning of DESIGN.md §3–4 with its exact code, path and counts.
+// Each rejection and warning openapi.yaml lists, with its exact code, path and counts.
 func TestRejectionsAndWarnings(t *testing.T) {
 	e := newEnv(t)
 	tests := []struct {
@@ -312,10 +329,7 @@ func TestDeduplication(t *testing.T) {
 	checkCounts(t, e.post(e.url("/events/batch"), batch), 4, 0, 4, 0)
 
 	// The same id from another source is another event.
-	key := "second-source-key"
-	if _, err := e.DB.CreateSource(context.Background(), "29", "second", hashOf(key)); err != nil {
-		t.Fatal(err)
-	}
+	_, key := e.AddSource(t, "29", "second")
 	checkCounts(t, e.post(e.URL+"/events?tc_s=29&token="+key, one), 1, 1, 0, 0)
 	if n := len(e.stored()); n != 4 {
 		t.Errorf("%d events stored, want 4", n)

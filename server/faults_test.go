@@ -16,7 +16,7 @@ import (
 
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/server"
+	"github.com/trackapi/trackapi/internal/testenv"
 	"github.com/trackapi/trackapi/sqlite"
 )
 
@@ -78,7 +78,7 @@ func TestClosedStoreGives503(t *testing.T) {
 // out, and the server recovers by itself when the lock is released.
 func TestLockedDatabaseGives503AndRecovers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "trackapi.db")
-	e := newEnvWith(t, envOptions{dbPath: path, store: sqlite.Options{BusyTimeout: 100 * time.Millisecond}})
+	e := newEnvWith(t, testenv.Options{DBPath: path, Store: sqlite.Options{BusyTimeout: 100 * time.Millisecond}})
 	checkCounts(t, e.post(e.url("/events"), mustJSON(t, validEvent("before-lock"))), 1, 1, 0, 0)
 
 	other, err := sql.Open("sqlite", path)
@@ -121,7 +121,7 @@ func TestFullDiskGives503AndRecovers(t *testing.T) {
 			t.Errorf("umount %s: %v: %s", dir, err, out)
 		}
 	})
-	e := newEnvWith(t, envOptions{dbPath: filepath.Join(dir, "trackapi.db")})
+	e := newEnvWith(t, testenv.Options{DBPath: filepath.Join(dir, "trackapi.db")})
 
 	pad := strings.Repeat("x", 900)
 	acked, refused := map[string]bool{}, map[string]bool{}
@@ -187,7 +187,7 @@ func TestFullDiskGives503AndRecovers(t *testing.T) {
 // The source key never reaches a log line, whatever the outcome of the request.
 func TestSourceKeyNeverLogged(t *testing.T) {
 	var logs bytes.Buffer
-	e := newEnvWith(t, envOptions{logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	e := newEnvWith(t, testenv.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	e.post(e.url("/events"), mustJSON(t, validEvent("log-1")))                      // 200
 	e.post(e.url("/events"), []byte(`{`))                                           // 400
 	e.post(e.url("/events/batch"), []byte(`[]`))                                    // 400
@@ -251,7 +251,7 @@ func TestMetrics(t *testing.T) {
 // BodyWait and then gets a deliberate 503, counted as overloaded; room comes back as soon as the
 // bodies holding it are done.
 func TestBodyBudgetGivesCounted503(t *testing.T) {
-	e := newEnvWith(t, envOptions{server: server.Config{BodyBudget: 40000, BodyWait: 200 * time.Millisecond}})
+	e := newEnvWith(t, testenv.Options{BodyBudget: 40000, BodyWait: 200 * time.Millisecond})
 	body := eventOfSize(t, "budget-1", 30000)
 
 	// A slow client holds 30000 bytes of the budget: it sends its headers and half its body.

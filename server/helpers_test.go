@@ -2,80 +2,34 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/metrics"
-	"github.com/trackapi/trackapi/server"
-	"github.com/trackapi/trackapi/sqlite"
+	"github.com/trackapi/trackapi/internal/testenv"
 )
 
-// env is one real server on 127.0.0.1 over a real SQLite file, with one active source.
+// env is one real server on 127.0.0.1 over a real SQLite file, with one active source, and the
+// spec-checking client the tests send through.
 type env struct {
+	*testenv.Server
 	t      testing.TB
-	URL    string // base URL, without /events
-	DB     *sqlite.DB
-	Site   string
-	Key    string
-	Source trackapi.Source
 	client *http.Client
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	return newEnvWith(t, envOptions{})
+	return newEnvWith(t, testenv.Options{})
 }
 
-// envOptions change what newEnvWith builds.
-type envOptions struct {
-	dbPath string         // default: a file in t.TempDir()
-	store  sqlite.Options // e.g. a short BusyTimeout
-	logger *slog.Logger   // default: quietLogger
-	server server.Config  // BodyBudget and BodyWait are taken from here
-}
-
-func newEnvWith(t testing.TB, opts envOptions) *env {
+func newEnvWith(t testing.TB, opts testenv.Options) *env {
 	t.Helper()
-	if opts.dbPath == "" {
-		opts.dbPath = filepath.Join(t.TempDir(), "trackapi.db")
-	}
-	if opts.logger == nil {
-		opts.logger = quietLogger
-	}
-	m := metrics.New()
-	opts.store.OnCommit = m.ObserveCommit
-	db, err := sqlite.OpenWithOptions(opts.dbPath, opts.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := trackapi.NewSourceKey()
-	src, err := db.CreateSource(context.Background(), "29", "test", trackapi.HashKey(key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Events: db, Sources: db, Ready: db.Ping, Metrics: m, Logger: opts.logger,
-		BodyBudget: opts.server.BodyBudget, BodyWait: opts.server.BodyWait})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		ts.Close()
-		if err := db.Close(); err != nil {
-			t.Errorf("closing the store: %v", err)
-		}
-	})
-	return &env{t: t, URL: ts.URL, DB: db, Site: "29", Key: key, Source: src, client: apitest.Client(t)}
+	return &env{Server: testenv.New(t, opts), t: t, client: apitest.Client(t)}
 }
 
 // url is the URL of path with the env's site and key in the query.
@@ -140,7 +94,7 @@ func decodeStrict(t testing.TB, body []byte, v any) {
 // stored returns every stored event, oldest first.
 func (e *env) stored() []trackapi.StoredEvent {
 	e.t.Helper()
-	return apitest.StoredEvents(e.t, e.DB)
+	return testenv.Stored(e.t, e.DB)
 }
 
 // storedBody decodes the i-th stored event.
@@ -207,7 +161,5 @@ func codes(problems []gen.Problem) []string {
 	return out
 }
 
-func hashOf(key string) []byte { return trackapi.HashKey(key) }
-
 // quietLogger drops the server's request logs, which would bury test failures.
-var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quietLogger = testenv.Quiet

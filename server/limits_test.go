@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/server"
 )
 
 // eventOfSize is a valid event of exactly size bytes, padded with a custom property.
@@ -73,12 +73,12 @@ func TestLimitsAtTheirBoundaries(t *testing.T) {
 		accepted int
 		code     gen.ErrorCode
 	}{
-		{"single at the limit", "/events", eventOfSize(t, "s-ok", server.SingleBodyLimit), 1, ""},
-		{"single one byte over", "/events", eventOfSize(t, "s-over", server.SingleBodyLimit+1), 0, gen.ErrorCodePayloadTooLarge},
-		{"batch at the limit", "/events/batch", batchOfSize(t, "b-ok", server.BatchBodyLimit), 18, ""},
-		{"batch one byte over", "/events/batch", batchOfSize(t, "b-over", server.BatchBodyLimit+1), 0, gen.ErrorCodePayloadTooLarge},
-		{"batch element at the limit", "/events/batch", elementBatch("e-ok", server.EventLimit), 1, ""},
-		{"batch element one byte over", "/events/batch", elementBatch("e-over", server.EventLimit+1), 0, gen.ErrorCodeEventTooLarge},
+		{"single at the limit", "/events", eventOfSize(t, "s-ok", trackapi.SingleBodyLimit), 1, ""},
+		{"single one byte over", "/events", eventOfSize(t, "s-over", trackapi.SingleBodyLimit+1), 0, gen.ErrorCodePayloadTooLarge},
+		{"batch at the limit", "/events/batch", batchOfSize(t, "b-ok", trackapi.BatchBodyLimit), 18, ""},
+		{"batch one byte over", "/events/batch", batchOfSize(t, "b-over", trackapi.BatchBodyLimit+1), 0, gen.ErrorCodePayloadTooLarge},
+		{"batch element at the limit", "/events/batch", elementBatch("e-ok", trackapi.EventLimit), 1, ""},
+		{"batch element one byte over", "/events/batch", elementBatch("e-over", trackapi.EventLimit+1), 0, gen.ErrorCodeEventTooLarge},
 	}
 	for _, tt := range tests {
 		for _, chunked := range []bool{false, true} {
@@ -157,7 +157,7 @@ func httptestRequest(path string) *http.Request {
 // the test never sends one.
 func TestContentLengthOverLimitRefusedBeforeReading(t *testing.T) {
 	e := newEnv(t)
-	for path, limit := range map[string]int{"/events": server.SingleBodyLimit, "/events/batch": server.BatchBodyLimit} {
+	for path, limit := range map[string]int{"/events": trackapi.SingleBodyLimit, "/events/batch": trackapi.BatchBodyLimit} {
 		conn, r := rawRequest(t, e, path, fmt.Sprintf("Content-Length: %d\r\n", limit+1))
 		resp, body := readRawResponse(t, conn, r, path)
 		if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`"payload_too_large"`)) {
@@ -220,8 +220,8 @@ func TestGzipBodies(t *testing.T) {
 		body     []byte
 		code     gen.ErrorCode // "" for a 200 with one event accepted
 	}{
-		{"single at the limit once decompressed", "/events", "gzip", gzipped(t, eventOfSize(t, "gz-ok", server.SingleBodyLimit)), ""},
-		{"single one byte over once decompressed", "/events", "gzip", gzipped(t, eventOfSize(t, "gz-over", server.SingleBodyLimit+1)), gen.ErrorCodePayloadTooLarge},
+		{"single at the limit once decompressed", "/events", "gzip", gzipped(t, eventOfSize(t, "gz-ok", trackapi.SingleBodyLimit)), ""},
+		{"single one byte over once decompressed", "/events", "gzip", gzipped(t, eventOfSize(t, "gz-over", trackapi.SingleBodyLimit+1)), gen.ErrorCodePayloadTooLarge},
 		{"batch", "/events/batch", "GZIP", gzipped(t, batchOf(t, validEvent("gz-batch"))), ""},
 		{"gzip bomb", "/events/batch", "gzip", gzipped(t, bomb), gen.ErrorCodePayloadTooLarge},
 		{"corrupt gzip", "/events", "gzip", []byte("not gzip at all"), gen.ErrorCodeInvalidJson},

@@ -1,17 +1,18 @@
-// Package server is the HTTP side of trackapi: Echo handlers implementing the generated
-// gen.ServerInterface for the collect endpoints. The data path is, in order: readBody (limits on the
-// wire), checkJSON and splitBatch (the 400s), sourceCache.authenticate (invalid_source),
-// eventProcessor.process (normalise, validate, decide what to store), then EventStore.StoreEvents,
-// which returns only once the events are synced to disk; only then is the 200 written.
+// Package server is the HTTP side of the collect API: Echo handlers implementing the generated
+// echoapi.ServerInterface, and the operations endpoints. It bounds what a request may cost on the
+// wire (the body budget, the body limits, gzip), hands the body to ingest.Collector, which applies
+// the event rules and stores the events, and turns the outcome into the spec's responses:
+// 200 with the CollectResult, 400 for an ingest.Refusal, 503 with Retry-After when the store
+// cannot commit right now, 500 for anything else. It knows no SQL and no event rule.
 package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -19,7 +20,9 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
+	"github.com/trackapi/trackapi/gen/echoapi"
 	"github.com/trackapi/trackapi/gen/ops"
+	"github.com/trackapi/trackapi/ingest"
 	"github.com/trackapi/trackapi/metrics"
 )
 
@@ -29,8 +32,7 @@ const RetryAfterSeconds = 1
 
 // Config is what the server needs from the rest of the program.
 type Config struct {
-	Events  trackapi.EventStore
-	Sources trackapi.SourceStore
+	Collector *ingest.Collector
 	// Ready reports whether the store can commit right now, for GET /readyz. nil: always ready.
 	Ready   func(context.Context) error
 	Metrics *metrics.Metrics // nil: a new set
@@ -41,34 +43,27 @@ type Config struct {
 	BodyWait   time.Duration
 }
 
-// Server implements gen.ServerInterface.
+// Server implements echoapi.ServerInterface.
 type Server struct {
-	store   trackapi.EventStore
-	sources *sourceCache
-	events  *eventProcessor
-	ready   func(context.Context) error
-	metrics *metrics.Metrics
-	bodies  *bodyBudget
-	log     *slog.Logger
+	collector *ingest.Collector
+	ready     func(context.Context) error
+	metrics   *metrics.Metrics
+	bodies    *bodyBudget
+	log       *slog.Logger
 }
 
-var _ gen.ServerInterface = (*Server)(nil)
+var _ echoapi.ServerInterface = (*Server)(nil)
 
 // New builds the collect handlers.
 func New(cfg Config) (*Server, error) {
-	if cfg.Events == nil || cfg.Sources == nil {
-		return nil, errors.New("server: Config.Events and Config.Sources are required")
+	if cfg.Collector == nil {
+		return nil, errors.New("server: Config.Collector is required")
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	events, err := newEventProcessor()
-	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
-	}
-	s := &Server{store: cfg.Events, sources: newSourceCache(cfg.Sources, log), events: events,
-		ready: cfg.Ready, metrics: cfg.Metrics, bodies: newBodyBudget(cfg.BodyBudget, cfg.BodyWait), log: log}
+	s := &Server{collector: cfg.Collector, ready: cfg.Ready, metrics: cfg.Metrics, bodies: newBodyBudget(cfg.BodyBudget, cfg.BodyWait), log: log}
 	if s.ready == nil {
 		s.ready = func(context.Context) error { return nil }
 	}
@@ -88,8 +83,8 @@ func (s *Server) Handler() *echo.Echo {
 	e.HTTPErrorHandler = s.renderError
 	e.Use(middleware.Recover())
 	e.Use(s.requestLogger())
-	gen.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
-	wrapper := gen.ServerInterfaceWrapper{Handler: s}
+	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
+	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
 	e.POST("/events", wrapper.CollectEvent)
 	ops.RegisterHandlers(e, operations{ready: s.ready, metrics: s.metrics})
 	return e
@@ -99,13 +94,12 @@ func (s *Server) Handler() *echo.Echo {
 type endpoint struct {
 	name      string // the metrics label
 	bodyLimit int64
-	split     func(body []byte) ([]json.RawMessage, *requestError)
-	inBatch   bool
+	batch     bool
 }
 
 var (
-	singleEndpoint = endpoint{name: "single", bodyLimit: SingleBodyLimit, split: splitSingle}
-	batchEndpoint  = endpoint{name: "batch", bodyLimit: BatchBodyLimit, split: splitBatch, inBatch: true}
+	singleEndpoint = endpoint{name: "single", bodyLimit: trackapi.SingleBodyLimit}
+	batchEndpoint  = endpoint{name: "batch", bodyLimit: trackapi.BatchBodyLimit, batch: true}
 )
 
 // CollectEvent handles POST /events: one event.
@@ -146,22 +140,13 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	}
 
 	body, refusal := readBody(req, ep.bodyLimit)
-	if refusal == nil {
-		refusal = checkJSON(body)
-	}
-	var events []json.RawMessage
-	if refusal == nil {
-		events, refusal = ep.split(body)
-	}
 	observed.BodyBytes = len(body)
 	if refusal != nil {
-		observed.Status, observed.Outcome = http.StatusBadRequest, string(refusal.code)
-		return s.badRequest(c, refusal)
+		return s.refused(c, refusal, &observed)
 	}
-	result, err := s.collect(c.Request().Context(), deref(site), key, events, ep.inBatch)
+	result, err := s.collector.Collect(req.Context(), ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, Body: body})
 	if err != nil {
-		observed.Status, observed.Outcome = http.StatusServiceUnavailable, "unavailable"
-		return s.unavailable(c, err)
+		return s.failed(c, err, &observed)
 	}
 	observed.Status, observed.Outcome = http.StatusOK, "ok"
 	observed.Accepted, observed.Duplicates = result.Accepted, result.Duplicates
@@ -174,71 +159,33 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	return c.JSON(http.StatusOK, result)
 }
 
-// collect authenticates, processes and stores the events of a usable request. It returns once the
-// accepted ones are on disk, or with the store's error when they could not be stored.
-func (s *Server) collect(ctx context.Context, site, key string, raws []json.RawMessage, inBatch bool) (gen.CollectResult, error) {
-	receivedAt := time.Now()
-	result := gen.CollectResult{Received: len(raws), Errors: []gen.Problem{}, Warnings: []gen.Problem{}}
-
-	source, ok, err := s.sources.authenticate(ctx, site, key)
-	if err != nil {
-		return gen.CollectResult{}, err
-	}
-	if !ok {
-		for i := range raws {
-			result.Errors = append(result.Errors, gen.Problem{
-				Index: i, Code: gen.InvalidSource, Path: "",
-				Message: "missing, unknown or deactivated source: check tc_s and the source key",
-			})
-		}
-		result.Rejected = len(raws)
-		return result, nil
-	}
-
-	toStore := make([]trackapi.Event, 0, len(raws))
-	for i, raw := range raws {
-		p := s.events.process(raw, inBatch, receivedAt)
-		if p.rejected != nil {
-			result.Errors = append(result.Errors, problemAt(i, *p.rejected))
-			result.Rejected++
-			continue
-		}
-		for _, w := range p.warnings {
-			result.Warnings = append(result.Warnings, problemAt(i, w))
-		}
-		toStore = append(toStore, trackapi.Event{
-			SourceID: source.ID, Site: source.Site, EventID: p.eventID,
-			ReceivedAt: receivedAt.UnixMilli(), Body: p.body, Warnings: p.warnings,
+// failed answers a request the collector could not complete, by the class of its error.
+func (s *Server) failed(c echo.Context, err error, observed *metrics.Request) error {
+	var refusal *ingest.Refusal
+	switch {
+	case errors.As(err, &refusal):
+		return s.refused(c, refusal, observed)
+	case errors.Is(err, trackapi.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		observed.Status, observed.Outcome = http.StatusServiceUnavailable, "unavailable"
+		return s.unavailable(c, err)
+	default:
+		observed.Status, observed.Outcome = http.StatusInternalServerError, "internal"
+		s.log.Error("collect request failed; answering 500", "path", c.Request().URL.Path, "err", err)
+		return c.JSON(http.StatusInternalServerError, gen.Error{
+			Code: gen.ErrorCodeInternal, Message: "the server failed to handle this request; the cause is in its log",
 		})
 	}
-
-	if len(toStore) > 0 {
-		stored, err := s.store.StoreEvents(ctx, toStore)
-		if err != nil {
-			return gen.CollectResult{}, err
-		}
-		for _, isNew := range stored {
-			if isNew {
-				result.Accepted++
-			} else {
-				result.Duplicates++
-			}
-		}
-	}
-	return result, nil
 }
 
-func problemAt(index int, p trackapi.Problem) gen.Problem {
-	return gen.Problem{Index: index, Code: gen.ProblemCode(p.Code), Path: p.Path, Message: p.Message}
-}
-
-func (s *Server) badRequest(c echo.Context, r *requestError) error {
-	if r.code == gen.ErrorCodePayloadTooLarge {
+// refused answers 400: the request as a whole is unusable and nothing of it was stored.
+func (s *Server) refused(c echo.Context, r *ingest.Refusal, observed *metrics.Request) error {
+	observed.Status, observed.Outcome = http.StatusBadRequest, string(r.Code)
+	if r.Code == gen.ErrorCodePayloadTooLarge {
 		// The rest of the body is not wanted. Without this, net/http would read up to 256 KB of it
 		// before answering, to keep the connection; closing it answers at once.
 		c.Response().Header().Set("Connection", "close")
 	}
-	return c.JSON(http.StatusBadRequest, gen.Error{Code: r.code, Message: r.message, Index: r.index})
+	return c.JSON(http.StatusBadRequest, gen.Error{Code: r.Code, Message: r.Message, Index: r.Index})
 }
 
 // unavailable answers 503: nothing of the request was acknowledged, and a retry is safe because
@@ -308,6 +255,22 @@ func (s *Server) requestLogger() echo.MiddlewareFunc {
 			return nil
 		},
 	})
+}
+
+// sourceKey picks the key of a request: the token query parameter wins over the Authorization
+// header.
+func sourceKey(token, authorization *string) string {
+	if token != nil && *token != "" {
+		return *token
+	}
+	if authorization == nil {
+		return ""
+	}
+	scheme, key, ok := strings.Cut(strings.TrimSpace(*authorization), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(key)
 }
 
 func deref(s *string) string {

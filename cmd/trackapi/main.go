@@ -1,81 +1,100 @@
-// Command trackapi runs the collect server and manages its sources and stored events
-// (DESIGN.md §6). It only wires the packages together; the work is done in server/ and sqlite/.
+// Command trackapi runs the collect server and manages its sources and stored events. It only
+// wires the packages together: the work is done in server/ (HTTP), ingest/ (event rules),
+// sources/ (keys), sqlite/ (the store) and importer/ (bulk sends).
+//
+// Commands and flags are declared as structs for github.com/alecthomas/kong, which gives every
+// command its own --help, checks required flags and keeps the dispatch out of hand-written code.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
+
+	"github.com/alecthomas/kong"
 )
 
-const usage = `trackapi collects events sent with the HTTP Tracking API v2.0.
+// cli is the command line: one field a command.
+type cli struct {
+	Serve   serveCmd   `cmd:"" help:"Run the collect server on the embedded SQLite store."`
+	Sources sourcesCmd `cmd:"" help:"Create, list, deactivate sources and rotate their keys."`
+	Events  eventsCmd  `cmd:"" help:"Read stored events."`
+	Send    sendCmd    `cmd:"" help:"Bulk import of NDJSON events through the partners' client."`
+}
 
-Usage:
-  trackapi serve [--addr :8080] [--data ./trackapi-data] [--log-level info]
-  trackapi sources create [--data DIR] --site S --name N     prints the new key
-  trackapi sources list [--data DIR]
-  trackapi sources deactivate [--data DIR] ID
-  trackapi events export [--data DIR] [--source ID]          NDJSON, oldest first
-  trackapi send --url URL --site S --token K [--failed F] FILE|-   bulk import of NDJSON events
-`
+// dataFlag is the --data flag of every command that works on a data directory.
+type dataFlag struct {
+	Data string `default:"./trackapi-data" placeholder:"DIR" help:"Directory holding the database."`
+}
+
+// runEnv is what every command's Run gets: the context, and where to write. Results (keys,
+// listings, exports) go to stdout so that they can be piped; logs and messages go to stderr.
+type runEnv struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+}
+
+const description = "trackapi collects events sent with the HTTP Tracking API v2.0."
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "trackapi:", err)
-		}
-		os.Exit(2)
-	}
+	code := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+	os.Exit(code)
 }
 
-// run dispatches a command line; stdout carries results (keys, listings, exports) and stderr
-// logs and messages, so that results can be piped.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// exitRequest is how kong's --help (which wants to exit the process) ends run instead.
+type exitRequest int
+
+// run parses a command line and runs it; it returns the process's exit code: 0, 1 when the
+// command failed, 2 for a usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("trackapi"),
+		kong.Description(description),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitRequest(code)) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "trackapi:", err)
+		return 2
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			exit, ok := r.(exitRequest)
+			if !ok {
+				panic(r)
+			}
+			code = int(exit)
+			if len(args) == 0 {
+				code = 2 // the usage, printed because no command was given
+			}
+		}
+	}()
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
+		args = []string{"--help"}
 	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "serve":
-		return serve(ctx, rest, stdout, stderr)
-	case "sources":
-		return sources(ctx, rest, stdout, stderr)
-	case "events":
-		if len(rest) == 0 || rest[0] != "export" {
-			fmt.Fprint(stderr, usage)
-			return errors.New(`"events" takes the subcommand "export"`)
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "trackapi:", err)
+		var perr *kong.ParseError
+		if errors.As(err, &perr) {
+			_ = perr.Context.PrintUsage(true)
 		}
-		return exportEvents(ctx, rest[1:], stdout, stderr)
-	case "send":
-		return sendCommand(ctx, rest, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return 2
 	}
-}
-
-// newFlags makes a flag set with the --data flag every command shares.
-func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "./trackapi-data", "directory holding the database")
-	return fs, data
-}
-
-// dbPath is the database file in a data directory, which is created if needed.
-func dbPath(dataDir string) (string, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return "", fmt.Errorf("creating the data directory: %w", err)
+	if err := kctx.Run(&runEnv{ctx: ctx, stdout: stdout, stderr: stderr}); err != nil {
+		fmt.Fprintln(stderr, "trackapi:", err)
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			return coded.ExitCode()
+		}
+		return 1
 	}
-	return filepath.Join(dataDir, "trackapi.db"), nil
+	return 0
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

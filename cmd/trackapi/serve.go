@@ -13,9 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/ingest"
 	"github.com/trackapi/trackapi/metrics"
 	"github.com/trackapi/trackapi/server"
+	"github.com/trackapi/trackapi/sources"
 	"github.com/trackapi/trackapi/sqlite"
 )
 
@@ -31,39 +32,44 @@ const (
 	drainTimeout = 30 * time.Second
 )
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, data := newFlags("serve", stderr)
-	addr := fs.String("addr", ":8080", "address to listen on")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, *level)
+// serveCmd runs the collect server.
+type serveCmd struct {
+	dataFlag
+	Addr     string `default:":8080" help:"Address to listen on."`
+	LogLevel string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error."`
+}
+
+// Run wires the store, the source service, the event rules and the HTTP server, serves until
+// SIGINT or SIGTERM, then drains in-flight requests and closes the store.
+func (c *serveCmd) Run(env *runEnv) error {
+	log, err := newLogger(env.stderr, c.LogLevel)
 	if err != nil {
 		return err
 	}
 	tuneGC()
-	path, err := dbPath(*data)
-	if err != nil {
-		return err
-	}
 	m := metrics.New()
-	db, err := sqlite.OpenWithOptions(path, sqlite.Options{OnCommit: m.ObserveCommit})
+	db, err := openStore(c.Data, true, sqlite.Options{OnCommit: m.ObserveCommit})
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	keys := sources.New(db, sources.Options{Logger: log, OnAuthenticate: m.ObserveAuth, OnLookup: m.ObserveKeyLookup})
+	defer keys.Close(context.Background())
 
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", *addr, err)
+		return fmt.Errorf("listening on %s: %w", c.Addr, err)
 	}
-	if err := createFirstSource(ctx, db, ln.Addr(), stdout); err != nil {
+	if err := createFirstSource(env.ctx, keys, ln.Addr(), env.stdout); err != nil {
 		ln.Close()
 		return err
 	}
-
-	srv, err := server.New(server.Config{Events: db, Sources: db, Ready: db.Ping, Metrics: m, Logger: log})
+	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log})
 	if err != nil {
 		ln.Close()
 		return err
@@ -78,11 +84,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(env.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "data", path)
+	log.Info("listening", "addr", ln.Addr().String(), "data", c.Data)
 
 	select {
 	case err := <-served:
@@ -96,6 +102,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	if err := httpServer.Shutdown(drainCtx); err != nil {
 		log.Error("draining did not finish in time", "err", err)
+	}
+	if err := keys.Close(drainCtx); err != nil {
+		log.Warn("writing when source keys were last used failed", "err", err)
 	}
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("closing the store: %w", err)
@@ -126,16 +135,15 @@ func tuneGC() {
 // createFirstSource makes a fresh installation usable at once: with no source yet, it creates one
 // for site 1 and prints its key and a curl command to paste. The key is printed to stdout, once,
 // and never logged.
-func createFirstSource(ctx context.Context, db *sqlite.DB, addr net.Addr, stdout io.Writer) error {
-	existing, err := db.Sources(ctx)
+func createFirstSource(ctx context.Context, keys *sources.Service, addr net.Addr, stdout io.Writer) error {
+	existing, err := keys.List(ctx)
 	if err != nil {
 		return err
 	}
 	if len(existing) > 0 {
 		return nil
 	}
-	key := trackapi.NewSourceKey()
-	source, err := db.CreateSource(ctx, "1", "default", trackapi.HashKey(key))
+	source, key, err := keys.Create(ctx, "1", "default")
 	if err != nil {
 		return fmt.Errorf("creating the first source: %w", err)
 	}
@@ -150,7 +158,7 @@ Send a first event:
     -H 'Content-Type: application/json' \
     -d '{"event_name":"page_view","page_type":"home","user":{"consistent_anonymous_id":"visitor-1","consent_categories":["1"]},"context":{"event_id":"first-event"}}'
 
-`, source.ID, source.Site, key, base, source.Site, key)
+`, source.ID, source.Site, key.Key, base, source.Site, key.Key)
 	return nil
 }
 

@@ -21,7 +21,6 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 
-	"github.com/trackapi/trackapi"
 )
 
 // api is one spec the server serves, and the URL prefix of its paths (its servers' base path).
@@ -133,26 +132,6 @@ func (c *checkingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	CheckResponse(c.t, req, resp.StatusCode, resp.Header, body)
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp, nil
-}
-
-// Exporter is the store's export, as the SQLite store offers it.
-type Exporter interface {
-	ExportEvents(ctx context.Context, sourceID int64, fn func(trackapi.StoredEvent) error) error
-}
-
-// StoredEvents returns every event a store holds, oldest first: what tests compare with what the
-// server acknowledged.
-func StoredEvents(t testing.TB, store Exporter) []trackapi.StoredEvent {
-	t.Helper()
-	var all []trackapi.StoredEvent
-	err := store.ExportEvents(context.Background(), 0, func(ev trackapi.StoredEvent) error {
-		all = append(all, ev)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("exporting the stored events: %v", err)
-	}
-	return all
 }
 
 // EventID returns the context.event_id of a stored event: the key tests count events by.

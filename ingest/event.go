@@ -1,4 +1,4 @@
-package server
+package ingest
 
 import (
 	"bytes"
@@ -14,13 +14,14 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
+	"github.com/trackapi/trackapi/gen/spec"
 )
 
 // maxSchemaWarnings caps the schema_violation warnings reported for one event, so that a hostile
 // event (say, 10 000 consent categories of the wrong type) cannot make the response explode.
 const maxSchemaWarnings = 10
 
-// eventProcessor turns one raw event into what is stored (DESIGN.md §4): it decodes the event
+// eventProcessor turns one raw event into what is stored: it decodes the event
 // once, normalises it, validates the result against the Event schema of the embedded spec with
 // kin-openapi, and keeps the raw bytes when nothing had to change.
 //
@@ -36,11 +37,11 @@ type eventProcessor struct {
 }
 
 func newEventProcessor() (*eventProcessor, error) {
-	spec, err := gen.GetSwagger()
+	doc, err := spec.GetSwagger()
 	if err != nil {
 		return nil, fmt.Errorf("loading the embedded spec: %w", err)
 	}
-	ref := spec.Components.Schemas["Event"]
+	ref := doc.Components.Schemas["Event"]
 	if ref == nil || ref.Value == nil {
 		return nil, errors.New("the embedded spec has no Event schema")
 	}
@@ -65,10 +66,11 @@ func newEventProcessor() (*eventProcessor, error) {
 // processedEvent is the outcome for one event: either rejected, or a body and id to store with
 // its warnings.
 type processedEvent struct {
-	body     []byte
-	eventID  string
-	warnings []trackapi.Problem
-	rejected *trackapi.Problem
+	body      []byte
+	eventID   string
+	eventName string
+	warnings  []trackapi.Problem
+	rejected  *trackapi.Problem
 }
 
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
@@ -81,14 +83,15 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
 	event := p.decodeKnown(members)
-	if _, ok := event["event_name"].(string); !ok {
+	name, ok := event["event_name"].(string)
+	if !ok {
 		return processedEvent{rejected: &trackapi.Problem{
 			Code: string(gen.MissingEventName), Path: "/event_name",
 			Message: "event_name is missing or not a string; the event was not stored",
 		}}
 	}
 
-	var out processedEvent
+	out := processedEvent{eventName: name}
 	changed, timestampMoved := false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
@@ -110,7 +113,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	if contextIsObject {
-		out.eventID = eventIDOf(context["event_id"])
+		out.eventID = trackapi.EventIDOf(context["event_id"])
 		if out.eventID == "" {
 			out.eventID = trackapi.NewEventID()
 			context["event_id"] = out.eventID
@@ -264,18 +267,6 @@ func jsonPointer(segments []string) string {
 		b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(s))
 	}
 	return b.String()
-}
-
-// eventIDOf returns the deduplication id given by the sender: a non-empty string, or a number's
-// literal text (the schema check warns about its type). Anything else counts as missing.
-func eventIDOf(v any) string {
-	switch id := v.(type) {
-	case string:
-		return id
-	case json.Number:
-		return id.String()
-	}
-	return ""
 }
 
 // epochMillis converts the timestamp forms senders use into epoch milliseconds. converted is false

@@ -1,0 +1,65 @@
+package trackapi_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/gen/spec"
+)
+
+// The limits exist once in Go (the root package, used by the server and the client) and once in
+// openapi.yaml's x-trackapi-limits, which is what the spec's readers and generated tools see.
+// They must say the same.
+func TestLimitsMatchTheSpec(t *testing.T) {
+	doc, err := spec.GetSwagger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, ok := doc.Info.Extensions["x-trackapi-limits"]
+	if !ok {
+		t.Fatal("openapi.yaml has no info.x-trackapi-limits")
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var limits map[string]int
+	if err := json.Unmarshal(b, &limits); err != nil {
+		t.Fatalf("x-trackapi-limits %s: %v", b, err)
+	}
+	want := map[string]int{
+		"single_body_bytes": trackapi.SingleBodyLimit,
+		"batch_body_bytes":  trackapi.BatchBodyLimit,
+		"batch_event_bytes": trackapi.EventLimit,
+	}
+	if len(limits) != len(want) {
+		t.Errorf("x-trackapi-limits has %v, want exactly the keys of %v", limits, want)
+	}
+	for name, value := range want {
+		if limits[name] != value {
+			t.Errorf("x-trackapi-limits.%s = %d, the Go constant is %d", name, limits[name], value)
+		}
+	}
+}
+
+// The event-id rule: a non-empty string or a number's text is the sender's id; anything else is
+// missing and gets a server id.
+func TestEventIDRule(t *testing.T) {
+	for raw, want := range map[string]string{
+		`"abc"`:  "abc",
+		`""`:     "",
+		`123`:    "123",
+		`1.5e3`:  "1.5e3",
+		`null`:   "",
+		`{}`:     "",
+		`["a"]`:  "",
+		`true`:   "",
+		``:       "",
+		`"a\"b"`: `a"b`,
+	} {
+		if got := trackapi.EventIDOfJSON(json.RawMessage(raw)); got != want {
+			t.Errorf("EventIDOfJSON(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}
