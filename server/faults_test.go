@@ -81,7 +81,9 @@ func TestLockedDatabaseGives503AndRecovers(t *testing.T) {
 	e := newEnvWith(t, testenv.Options{DBPath: path, Store: sqlite.Options{BusyTimeout: 100 * time.Millisecond}})
 	checkCounts(t, e.post(e.url("/events"), mustJSON(t, validEvent("before-lock"))), 1, 1, 0, 0)
 
-	other, err := sql.Open("sqlite", path)
+	// The other process waits for the server's writes in flight (a last-used time, say) rather
+	// than failing at once.
+	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}

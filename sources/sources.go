@@ -172,7 +172,8 @@ func (s *Service) Keys(ctx context.Context, sourceID int64) ([]trackapi.SourceKe
 	return keys, nil
 }
 
-// Close writes the last-used times not written yet.
+// Close writes the last-used times not written yet. Last-used times are informative: a failure
+// here loses at most a minute of them, never an event.
 func (s *Service) Close(ctx context.Context) error {
 	s.lastUsed.wait()
 	return s.lastUsed.flush(ctx, s.store)
@@ -208,6 +209,9 @@ func (t *lastUsedTracker) used(keyID int64, now time.Time, store trackapi.Source
 	if t.busy || now.Sub(t.written[keyID]) < t.every {
 		return
 	}
+	for id := range t.pending { // the write below carries every pending key
+		t.written[id] = now
+	}
 	t.busy = true
 	t.running.Add(1)
 	go func() {
@@ -242,11 +246,6 @@ func (t *lastUsedTracker) flush(ctx context.Context, store trackapi.SourceStore)
 		t.mu.Unlock()
 		return fmt.Errorf("touch source keys: %w", err)
 	}
-	t.mu.Lock()
-	for id, at := range batch {
-		t.written[id] = at
-	}
-	t.mu.Unlock()
 	return nil
 }
 
