@@ -12,7 +12,7 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: all generate check gen-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
+.PHONY: all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
 
 all: build
 
@@ -20,8 +20,9 @@ all: build
 generate:
 	$(GO) generate ./gen/... ./testdata/upstream/
 
-## check: fail when generated code is stale or edited by hand, or Go code is not gofmt'ed
-check: gen-check fmt-check
+## check: fail when generated code is stale or edited by hand, Go code is not gofmt'ed, or the
+## partners' client depends on the server's libraries
+check: gen-check fmt-check deps-check
 
 # Each generated file with the config and spec it comes from (paths relative to the config's folder).
 GENERATED := gen/cfg.yaml:../openapi.yaml:api.gen.go \
@@ -39,6 +40,13 @@ gen-check:
 	  cmp -s $$tmp/$$out $$dir/$$out || { echo "$$dir/$$out differs from what the generator makes from $$spec: run 'make generate' (never edit generated files by hand)"; exit 1; }; \
 	done
 	@echo "gen-check: generated code matches the specs"
+
+# The partners' client (client/ and the models it uses in gen/) must build without Echo and
+# kin-openapi: a partner importing it should not get the server's dependencies.
+deps-check:
+	@bad=$$($(GO) list -deps ./client | grep -E 'labstack/echo|getkin/kin-openapi' || true); \
+	if [ -n "$$bad" ]; then echo "client/ depends on server libraries:"; echo "$$bad"; exit 1; fi
+	@echo "deps-check: client/ pulls in neither Echo nor kin-openapi"
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
