@@ -80,12 +80,13 @@ func TestKeyRotationExpiryAndRevocation(t *testing.T) {
 		t.Fatal("a new source's key does not work")
 	}
 
-	// Rotate with a 3 s overlap: both keys work, then only the new one.
+	// Rotate with a 3 s overlap: both keys work, then only the new one. The overlap counts from
+	// the command's clock, which reads after rotatedAt.
+	rotatedAt := time.Now()
 	rotated := strings.TrimSpace(cli(t, "sources", "rotate-key", "--data", data, "2", "--expire-previous-in", "3s"))
 	if !regexp.MustCompile(`^[0-9a-f-]{36}$`).MatchString(rotated) || rotated == old {
 		t.Fatalf("rotate-key printed %q, want a new key alone", rotated)
 	}
-	rotatedAt := time.Now()
 	if !works(t, p.URL, "42", rotated, &n) {
 		t.Fatal("the rotated-to key does not work at once")
 	}

@@ -69,12 +69,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 				panic(r)
 			}
 			code = int(exit)
-			if len(args) == 0 {
-				code = 2 // the usage, printed because no command was given
+			if noCommand {
+				code = 2 // the usage was printed because no command was given
 			}
 		}
 	}()
-	if len(args) == 0 {
+	noCommand := len(args) == 0
+	if noCommand {
 		args = []string{"--help"}
 	}
 	kctx, err := parser.Parse(args)
