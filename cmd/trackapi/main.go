@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		fmt.Fprintln(stderr, "trackapi:", err)
 		return 2
 	}
+	noCommand := len(args) == 0
 	defer func() {
 		if r := recover(); r != nil {
 			exit, ok := r.(exitRequest)
@@ -74,7 +75,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 			}
 		}
 	}()
-	noCommand := len(args) == 0
 	if noCommand {
 		args = []string{"--help"}
 	}
