@@ -38,6 +38,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building trackapi:", err)
 		os.Exit(1)
 	}
+	// A race-enabled binary sleeps a second at exit by default (the race detector's
+	// atexit_sleep_ms), which every CLI call of these tests would pay.
+	if os.Getenv("GORACE") == "" {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
