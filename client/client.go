@@ -47,14 +47,15 @@ const maxResponseBytes = 4 << 20
 
 // Client sends events to one source (site and key) of a collector. It is safe for concurrent use.
 type Client struct {
-	api    gen.ClientInterface
-	site   string
-	auth   string // "Bearer <key>"
-	retry  RetryPolicy
-	log    *slog.Logger
-	now    func() time.Time
-	sleep  func(ctx context.Context, d time.Duration) error
-	jitter func(n int64) int64
+	api     gen.ClientInterface
+	site    string
+	auth    string // "Bearer <key>"
+	retry   RetryPolicy
+	onRetry func(RetryAttempt) // nil: retries are only logged
+	log     *slog.Logger
+	now     func() time.Time
+	sleep   func(ctx context.Context, d time.Duration) error
+	jitter  func(n int64) int64
 }
 
 // Option configures a Client.
@@ -77,6 +78,21 @@ func WithHTTPClient(doer gen.HttpRequestDoer) Option {
 func WithRetry(p RetryPolicy) Option {
 	return func(c *Client) error {
 		c.retry = p.withDefaults()
+		return nil
+	}
+}
+
+// WithRetryObserver has observe called before each retry, so that a caller can show why its
+// requests are slow (a server down, overloaded, timing out) while the retries are still going on;
+// the outcome comes later, in the results. observe is called from the goroutine that retries,
+// possibly several at once (a Batcher's senders), and delays the retry it reports: keep it short
+// and safe for concurrent use.
+func WithRetryObserver(observe func(RetryAttempt)) Option {
+	return func(c *Client) error {
+		if observe == nil {
+			return errors.New("WithRetryObserver: nil function")
+		}
+		c.onRetry = observe
 		return nil
 	}
 }
