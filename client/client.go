@@ -165,13 +165,17 @@ func (c *Client) editRequest(_ context.Context, req *http.Request) error {
 func eventsURL(base string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(base))
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the URL whole, query included
+		}
 		return "", fmt.Errorf("client: base URL: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("client: base URL %q: want http(s)://host[:port][/path]", base)
+		return "", fmt.Errorf("client: base URL %q: want http(s)://host[:port][/path]", withoutSecrets(u))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("client: base URL %q: no query or fragment expected", base)
+		return "", fmt.Errorf("client: base URL %q: no query or fragment expected (the key goes in the Authorization header)", withoutSecrets(u))
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	if !strings.HasSuffix(u.Path, "/events") {
@@ -179,6 +183,14 @@ func eventsURL(base string) (string, error) {
 	}
 	u.RawPath = ""
 	return u.String(), nil
+}
+
+// withoutSecrets is a URL fit for an error message: a key given as ?token=... (as the API allows
+// browsers to) or as a password must not reach logs and terminals through it.
+func withoutSecrets(u *url.URL) string {
+	shown := *u
+	shown.RawQuery, shown.Fragment, shown.RawFragment = "", "", ""
+	return shown.Redacted()
 }
 
 // defaultHTTPClient keeps enough idle connections for a Batcher's concurrent senders.
