@@ -1,5 +1,6 @@
 // Command trackapi runs the collect server and manages its sources and stored events
-// (DESIGN.md §6). It only wires the packages together; the work is done in server/ and sqlite/.
+// (DESIGN.md §6). It only wires the packages together; the work is done in server/, sqlite/ and
+// importer/.
 package main
 
 import (
