@@ -166,8 +166,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	retries := &retryStatus{}
 	c, err := client.New(cfg.BaseURL, cfg.Site, cfg.Token,
 		client.WithRetry(client.RetryPolicy{MaxElapsed: cfg.RetryFor, MaxAttempts: 1000}),
+		client.WithRetryObserver(retries.observe),
 		client.WithLogger(slog.New(slog.NewTextHandler(cfg.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return Summary{}, err
@@ -201,7 +203,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// own retries.
 	runCtx, halt := context.WithCancelCause(ctx)
 	defer halt(nil)
-	s := &sender{out: out, pending: map[int]int64{}, halt: halt}
+	s := &sender{out: out, retries: retries, pending: map[int]int64{}, halt: halt}
 	b := c.NewBatcher(client.BatcherOptions{
 		// The byte limit makes the batches (about 2500 events of 200 bytes); the count caps tiny
 		// events, and keeps a small QueueSize a bound on memory.

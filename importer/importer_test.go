@@ -10,12 +10,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,5 +256,110 @@ func TestRunInterrupted(t *testing.T) {
 	}
 	if n := len(records(t, failed)); n != 100 {
 		t.Errorf("%d failed records, want 100", n)
+	}
+}
+
+// lockedBuffer is a Stderr the test reads while the import writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// retryLine is a progress line while retrying: the reason, and when the next attempt is.
+var retryLine = regexp.MustCompile(`(?m)^progress: .* pending; retrying after (.+), attempt \d+ (in \d+\.\d+s|under way)$`)
+
+// With the server down, the progress lines say why nothing moves, and when the next attempt is;
+// they never show the key.
+func TestProgressSaysWhyItIsRetrying(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	cfg := importer.Config{BaseURL: downURL(t), Site: "1", Token: "SECRET-KEY", Input: writeLines(t, []string{event("r", 1)}),
+		FailedPath: filepath.Join(t.TempDir(), "failed"), RetryFor: time.Second, ProgressInterval: 20 * time.Millisecond,
+		Stdout: &stdout, Stderr: &stderr}
+	if _, err := importer.Run(context.Background(), cfg); err == nil {
+		t.Fatal("no error with the server down")
+	}
+	m := retryLine.FindAllStringSubmatch(stderr.String(), -1)
+	if len(m) == 0 {
+		t.Fatalf("no progress line says why it is retrying:\n%s", stderr.String())
+	}
+	for _, line := range m {
+		if line[1] != "connection refused" {
+			t.Errorf("reason %q, want connection refused", line[1])
+		}
+	}
+	if strings.Contains(stderr.String()+stdout.String(), "SECRET") {
+		t.Errorf("the key was printed:\n%s", stderr.String())
+	}
+}
+
+// An HTTP error is named by its status. Once the retry succeeded, the progress no longer
+// mentions it.
+func TestProgressForgetsARetryThatSucceeded(t *testing.T) {
+	c := newCollector(t)
+	target, err := url.Parse(c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var requests atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"code":"unavailable","message":"injected"}`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+
+	in, feed := io.Pipe()
+	var stdout bytes.Buffer
+	var stderr lockedBuffer
+	cfg := importer.Config{BaseURL: front.URL, Site: c.Site, Token: c.Key, Input: "-", Stdin: in,
+		FailedPath: filepath.Join(t.TempDir(), "failed"), ProgressInterval: 20 * time.Millisecond, Stdout: &stdout, Stderr: &stderr}
+	done := make(chan error, 1)
+	go func() {
+		_, err := importer.Run(context.Background(), cfg)
+		done <- err
+	}()
+	fmt.Fprintln(feed, event("ok", 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), " 1 sent ") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // a few more progress lines
+	feed.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	var retrying, after int
+	for _, l := range lines {
+		switch {
+		case strings.Contains(l, "retrying after HTTP 503, attempt 2 "):
+			retrying++
+		case strings.Contains(l, " 1 sent "):
+			after++
+			if strings.Contains(l, "retrying") {
+				t.Errorf("after the retry succeeded: %q", l)
+			}
+		}
+	}
+	if retrying == 0 || after == 0 {
+		t.Errorf("%d lines while retrying, %d after, want some of each:\n%s", retrying, after, stderr.String())
 	}
 }

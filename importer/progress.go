@@ -13,14 +13,21 @@ import (
 )
 
 // startProgress shows a progress bar on a terminal (the share of the file done, events sent,
-// rate, errors), or else prints a plain line every interval, so that logs of scripted runs show
-// progress too. The returned function stops it.
+// rate, errors, why requests are being retried), or else prints a plain line every interval, so
+// that logs of scripted runs show progress too. The returned function stops it.
 func startProgress(stderr io.Writer, every time.Duration, size int64, start time.Time, s *sender, b *client.Batcher) func() {
 	status := func() (sent int64, rate float64, errs int64, pending int64) {
 		st := b.Stats()
 		sent = st.Delivered() + st.Rejected + st.Failed
 		rate = float64(sent) / max(time.Since(start).Seconds(), 0.001)
 		return sent, rate, st.Rejected + st.Failed + s.invalid.Load() + s.notQueued.Load(), st.Pending()
+	}
+	// Against a server that is down, the counts stand still: say why, and when the next try is.
+	retrying := func() string {
+		if why := s.retries.describe(time.Now()); why != "" {
+			return "; " + why
+		}
+		return ""
 	}
 	f, isFile := stderr.(*os.File)
 	tty := isFile && term.IsTerminal(int(f.Fd()))
@@ -36,7 +43,8 @@ func startProgress(stderr io.Writer, every time.Duration, size int64, start time
 					return
 				case <-t.C:
 					sent, rate, errs, pending := status()
-					fmt.Fprintf(stderr, "progress: %d events read, %d sent (%.0f/s), %d errors, %d pending\n", s.lines.Load(), sent, rate, errs, pending)
+					fmt.Fprintf(stderr, "progress: %d events read, %d sent (%.0f/s), %d errors, %d pending%s\n",
+						s.lines.Load(), sent, rate, errs, pending, retrying())
 				}
 			}
 		}()
@@ -52,7 +60,7 @@ func startProgress(stderr io.Writer, every time.Duration, size int64, start time
 	)
 	update := func() {
 		sent, rate, errs, _ := status()
-		bar.Describe(fmt.Sprintf("%d events sent, %.0f/s, %d errors", sent, rate, errs))
+		bar.Describe(fmt.Sprintf("%d events sent, %.0f/s, %d errors%s", sent, rate, errs, retrying()))
 		if size <= 0 {
 			bar.Set64(sent) // a spinner: there is no total to compare with
 			return

@@ -19,8 +19,9 @@ const maxLine = 16 << 20
 
 // sender reads the input and records what becomes of each line.
 type sender struct {
-	out *failedFile
-	in  *bufio.Reader
+	out     *failedFile
+	in      *bufio.Reader
+	retries *retryStatus // why requests are being retried, for the progress output
 
 	lines, invalid, notQueued atomic.Int64
 	bytesRead                 atomic.Int64
@@ -121,6 +122,7 @@ func (s *sender) onResult(r client.Result) {
 	line := s.pending[r.Index]
 	delete(s.pending, r.Index)
 	s.mu.Unlock()
+	s.retries.resultArrived()
 	if r.Status == client.StatusDelivered {
 		return
 	}
