@@ -62,8 +62,8 @@ type Config struct {
 	ProgressInterval time.Duration
 	// Stdout gets the summary line and nothing else, so that it can be piped (nil: discarded).
 	Stdout io.Writer
-	// Stderr gets the progress, a bar when it is a terminal, and the client's warnings (nil:
-	// discarded).
+	// Stderr gets the progress (a bar when it is a terminal), which says why requests are being
+	// retried while they are, and the client's warnings (nil: discarded).
 	Stderr io.Writer
 }
 
