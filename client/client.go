@@ -47,14 +47,15 @@ const maxResponseBytes = 4 << 20
 
 // Client sends events to one source (site and key) of a collector. It is safe for concurrent use.
 type Client struct {
-	api    gen.ClientInterface
-	site   string
-	auth   string // "Bearer <key>"
-	retry  RetryPolicy
-	log    *slog.Logger
-	now    func() time.Time
-	sleep  func(ctx context.Context, d time.Duration) error
-	jitter func(n int64) int64
+	api     gen.ClientInterface
+	site    string
+	auth    string // "Bearer <key>"
+	retry   RetryPolicy
+	onRetry func(RetryAttempt) // nil: retries are only logged
+	log     *slog.Logger
+	now     func() time.Time
+	sleep   func(ctx context.Context, d time.Duration) error
+	jitter  func(n int64) int64
 }
 
 // Option configures a Client.
@@ -77,6 +78,21 @@ func WithHTTPClient(doer gen.HttpRequestDoer) Option {
 func WithRetry(p RetryPolicy) Option {
 	return func(c *Client) error {
 		c.retry = p.withDefaults()
+		return nil
+	}
+}
+
+// WithRetryObserver has observe called before each retry, so that a caller can show why its
+// requests are slow (a server down, overloaded, timing out) while the retries are still going on;
+// the outcome comes later, in the results. observe is called from the goroutine that retries,
+// possibly several at once (a Batcher's senders), and delays the retry it reports: keep it short
+// and safe for concurrent use.
+func WithRetryObserver(observe func(RetryAttempt)) Option {
+	return func(c *Client) error {
+		if observe == nil {
+			return errors.New("WithRetryObserver: nil function")
+		}
+		c.onRetry = observe
 		return nil
 	}
 }
@@ -149,13 +165,17 @@ func (c *Client) editRequest(_ context.Context, req *http.Request) error {
 func eventsURL(base string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(base))
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the URL whole, query included
+		}
 		return "", fmt.Errorf("client: base URL: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("client: base URL %q: want http(s)://host[:port][/path]", base)
+		return "", fmt.Errorf("client: base URL %q: want http(s)://host[:port][/path]", withoutSecrets(u))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("client: base URL %q: no query or fragment expected", base)
+		return "", fmt.Errorf("client: base URL %q: no query or fragment expected (the key goes in the Authorization header)", withoutSecrets(u))
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	if !strings.HasSuffix(u.Path, "/events") {
@@ -163,6 +183,14 @@ func eventsURL(base string) (string, error) {
 	}
 	u.RawPath = ""
 	return u.String(), nil
+}
+
+// withoutSecrets is a URL fit for an error message: a key given as ?token=... (as the API allows
+// browsers to) or as a password must not reach logs and terminals through it.
+func withoutSecrets(u *url.URL) string {
+	shown := *u
+	shown.RawQuery, shown.Fragment, shown.RawFragment = "", "", ""
+	return shown.Redacted()
 }
 
 // defaultHTTPClient keeps enough idle connections for a Batcher's concurrent senders.

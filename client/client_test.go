@@ -353,4 +353,12 @@ func TestNewBaseURLs(t *testing.T) {
 			t.Errorf("New(%q, %q, %q) accepted", bad.url, bad.site, bad.key)
 		}
 	}
+	// A key put in the URL, as browsers may send it, is not repeated by the refusal.
+	for _, url := range []string{"http://x/events?token=SECRET", "ftp://x/events?token=SECRET", "http://u:SECRET@x/events?tc_s=1",
+		"http://x/events#SECRET", "http://x/ev ents?token=SECRET\x7f", "http://x:port/?token=SECRET"} {
+		_, err := client.New(url, "1", "k")
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("New(%q): %v", url, err)
+		}
+	}
 }

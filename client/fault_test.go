@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,6 +296,86 @@ func TestCancelStopsEverything(t *testing.T) {
 	}
 	if n := len(f.seen()); n != before {
 		t.Errorf("%d requests with a cancelled context", n-before)
+	}
+}
+
+// The retry observer hears of every attempt that is retried, with its number, the error and the
+// wait before the next one (the server's Retry-After when it gave one); not of the attempt that
+// succeeds, nor of one that ends the retries. Through a Batcher too, and for a refused connection.
+func TestRetryObserverReportsEachRetry(t *testing.T) {
+	e := newEnv(t)
+	f := newFaultServer(t, e.Handler, func(n int, _ *request) action {
+		return []action{badGateway, unavailable, pass, badRequest}[min(n, 4)-1]
+	})
+	f.bad = gen.Error{Code: gen.ErrorCodeInvalidJson, Message: "injected"}
+	var mu sync.Mutex
+	var seen []client.RetryAttempt
+	observe := func(a client.RetryAttempt) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, a)
+	}
+	reported := func() []client.RetryAttempt {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]client.RetryAttempt(nil), seen...)
+	}
+	c, err := client.New(f.URL, e.Site, e.Key, client.WithLogger(quiet), client.WithRetry(fastRetry), client.WithRetryObserver(observe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.SendBatch(context.Background(), searches("obs", 5))
+	if err != nil || res.Requests != 3 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	got := reported()
+	var se *client.ServerError
+	if len(got) != 2 {
+		t.Fatalf("%d retries reported, want 2: %+v", len(got), got)
+	}
+	if a := got[0]; a.Attempt != 1 || !errors.As(a.Err, &se) || se.StatusCode != http.StatusBadGateway || a.Wait < 0 || a.Wait > fastRetry.MaxDelay {
+		t.Errorf("first report %+v, want attempt 1, HTTP 502 and a backoff of at most %s", a, fastRetry.MaxDelay)
+	}
+	if a := got[1]; a.Attempt != 2 || !errors.As(a.Err, &se) || se.StatusCode != http.StatusServiceUnavailable || a.Wait != time.Second {
+		t.Errorf("second report %+v, want attempt 2, HTTP 503 and the server's Retry-After of 1 s", a)
+	}
+	if _, err := c.SendBatch(context.Background(), searches("obs-400", 1)); !errors.As(err, &se) || se.StatusCode != http.StatusBadRequest {
+		t.Fatalf("err = %v, want the injected 400", err)
+	}
+	if n := len(reported()); n != 2 {
+		t.Errorf("%d reports after a 400, which is never retried", n-2)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close() // connections are refused
+	mu.Lock()
+	seen = nil
+	mu.Unlock()
+	policy := fastRetry
+	policy.MaxAttempts = 3
+	c, err = client.New(down, e.Site, e.Key, client.WithLogger(quiet), client.WithRetry(policy), client.WithRetryObserver(observe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.NewBatcher(client.BatcherOptions{FlushInterval: time.Millisecond, OnResult: func(client.Result) {}})
+	if err := b.Enqueue(context.Background(), searches("down", 1)[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Close(context.Background()); !errors.Is(err, client.ErrNotDelivered) {
+		t.Fatalf("close: %v, want the event failed", err)
+	}
+	got = reported()
+	if len(got) != 2 || b.Stats().Failed != 1 {
+		t.Fatalf("%d retries reported for 3 attempts, %d failed: %+v", len(got), b.Stats().Failed, got)
+	}
+	for i, a := range got {
+		if a.Attempt != i+1 || !errors.Is(a.Err, syscall.ECONNREFUSED) {
+			t.Errorf("report %d: %+v, want attempt %d refused", i, a, i+1)
+		}
 	}
 }
 

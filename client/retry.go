@@ -118,6 +118,22 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// RetryAttempt is a failed attempt that will be retried, as given to the function of
+// WithRetryObserver. It is reported only when another attempt follows: an attempt that ends the
+// retries (an answer that must not be retried, the budget spent) is reported in the results.
+type RetryAttempt struct {
+	// Attempt is the number of the attempt that failed: 1 for the first.
+	Attempt int
+	// Err is why it failed: a *ServerError for an HTTP answer (503, 429, 502...), or a network
+	// error (connection refused or reset, a timed-out attempt: context.DeadlineExceeded), or an
+	// answer that is not a collect result. Network errors come from the HTTP client and may
+	// include the request's URL.
+	Err error
+	// Wait is the time until the next attempt: the server's Retry-After when it gave one, the
+	// backoff otherwise.
+	Wait time.Duration
+}
+
 // errBudget is wrapped when the retries stop because the next one would not fit the policy.
 var errBudget = errors.New("retry budget exhausted")
 
@@ -154,6 +170,9 @@ func (c *Client) withRetries(ctx context.Context, what string, attempt func(ctx 
 				what, n, wait.Round(time.Millisecond), c.retry.MaxElapsed, errBudget, err)
 		}
 		c.log.Debug("retrying", "what", what, "attempt", n, "wait", wait, "err", err)
+		if c.onRetry != nil {
+			c.onRetry(RetryAttempt{Attempt: n, Err: err, Wait: wait})
+		}
 		if err := c.sleep(ctx, wait); err != nil {
 			return n, fmt.Errorf("%s: %w (after %d attempts; waiting to retry)", what, context.Cause(ctx), n)
 		}

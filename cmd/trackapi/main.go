@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 
 	"github.com/alecthomas/kong"
 )
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitRequest(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars(sendDefaults),
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "trackapi:", err)
@@ -97,6 +99,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	}
 	return 0
 }
+
+// usageError is a command line that parsed but makes no sense; it exits 2 like a parse error.
+type usageError struct{ error }
+
+// ExitCode is what run returns for it.
+func (usageError) ExitCode() int { return 2 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level

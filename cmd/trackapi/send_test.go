@@ -305,6 +305,41 @@ func TestSendToAServerThatIsDownThenResend(t *testing.T) {
 	}
 }
 
+// While the server is down, the progress lines say why nothing moves and when the next attempt
+// is, not only "0 sent". The key is never printed, even when it is given in the URL (which is
+// refused).
+func TestSendShowsWhyItIsRetrying(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "events.ndjson")
+	writeFile(t, file, []string{ndjsonEvent("why-1", 1), ndjsonEvent("why-2", 2)})
+	const key = "SECRET-source-key"
+
+	r := runSend(t, dir, nil, "--url", down, "--site", "1", "--token", key, "--retry-for", "1s",
+		"--progress-interval", "20ms", file)
+	if r.code == 0 {
+		t.Error("exit code 0 with the server down")
+	}
+	checkSummary(t, r, 2, 0, 0, 0, 2)
+	retrying := regexp.MustCompile(`(?m)^progress: 2 events read, 0 sent \(0/s\), 0 errors, 2 pending; retrying after connection refused, attempt \d+ (in \d+\.\ds|under way)$`)
+	if !retrying.MatchString(r.stderr) {
+		t.Errorf("no progress line names the reason and the next attempt:\n%s", r.stderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, "SECRET") {
+		t.Errorf("the key was printed:\n%s\n%s", r.stdout, r.stderr)
+	}
+
+	r = runSend(t, dir, nil, "--url", down+"/events?token="+key, "--site", "1", "--token", key, file)
+	if r.code == 0 || !strings.Contains(r.stderr, "no query or fragment expected") || strings.Contains(r.stdout+r.stderr, "SECRET") {
+		t.Errorf("a key in --url: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
 // SIGINT stops a run that is retrying at once: nothing waits for the retry budget, the events
 // in flight and the lines not read yet are all in --failed, and the exit code is not 0.
 func TestSendInterruptWritesEverythingToFailed(t *testing.T) {
