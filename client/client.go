@@ -29,16 +29,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
 )
 
-// The server's limits (openapi.yaml, DESIGN.md §2). The client checks them on the exact bytes it
-// sends, so that a request is never refused for its size.
+// The server's limits (openapi.yaml's x-trackapi-limits, the same constants the server uses). The
+// client checks them on the exact bytes it sends, so that a request is never refused for its size.
 const (
 	// MaxEventBytes is the largest event: the body of POST /events, and each element of a batch.
-	MaxEventBytes = 32768
+	MaxEventBytes = trackapi.EventLimit
 	// MaxBatchBytes is the largest body of POST /events/batch.
-	MaxBatchBytes = 512000
+	MaxBatchBytes = trackapi.BatchBodyLimit
 )
 
 // maxResponseBytes caps how much of a response is read: the server's answers are small, and a

@@ -113,7 +113,7 @@ func (c *Client) post(ctx context.Context, single bool, body []byte) (res *gen.C
 	return nil, se.retryable(), se.RetryAfter, se
 }
 
-// checkCounts refuses a 200 that does not account for the events sent (DESIGN.md §3:
+// checkCounts refuses a 200 that does not account for the events sent (openapi.yaml:
 // received = accepted + duplicates + rejected, one error for each rejected event).
 func checkCounts(r *gen.CollectResult, sent int) error {
 	rejected := map[int]bool{}

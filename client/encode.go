@@ -7,8 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
-
+	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
 )
 
@@ -22,15 +21,6 @@ type encoded struct {
 
 const reasonNoName = "event_name is missing or not a string"
 
-// newEventID is a UUIDv7, like the ids the server assigns: unique, and sorted by time.
-func newEventID() (string, error) {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return "", fmt.Errorf("generating an event id: %w", err)
-	}
-	return id.String(), nil
-}
-
 // encodeEvent fills the event's id and timestamp when missing and encodes it once. The event is
 // a copy, so the caller's value is not changed.
 func encodeEvent(e gen.Event, index int, now time.Time) (encoded, error) {
@@ -38,11 +28,7 @@ func encodeEvent(e gen.Event, index int, now time.Time) (encoded, error) {
 		return encoded{index: index}, &EventError{Index: index, Reason: "event_name is empty", Err: ErrInvalidEvent}
 	}
 	if e.Context.EventId == "" {
-		id, err := newEventID()
-		if err != nil {
-			return encoded{index: index}, err
-		}
-		e.Context.EventId = id
+		e.Context.EventId = trackapi.NewEventID() // a UUIDv7, like the ids the server assigns
 	}
 	if e.Context.EventTimestamp == 0 {
 		e.Context.EventTimestamp = int(now.UnixMilli())
@@ -96,12 +82,9 @@ func encodeRaw(raw []byte, index int, now time.Time) (encoded, error) {
 		}
 	}
 	changed := false
-	id := eventIDOf(cx["event_id"])
+	id := trackapi.EventIDOfJSON(cx["event_id"]) // the id the server will deduplicate on
 	if id == "" {
-		var err error
-		if id, err = newEventID(); err != nil {
-			return encoded{index: index}, err
-		}
+		id = trackapi.NewEventID()
 		cx["event_id"], _ = json.Marshal(id)
 		changed = true
 	}
@@ -134,24 +117,6 @@ func encodeRaw(raw []byte, index int, now time.Time) (encoded, error) {
 		return enc, &EventError{Index: index, Size: len(out), Err: ErrEventTooLarge}
 	}
 	return enc, nil
-}
-
-// eventIDOf is the id the server will deduplicate on: a non-empty string, or a number's text.
-// Anything else counts as missing, as on the server.
-func eventIDOf(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	switch c := raw[0]; {
-	case c == '"':
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-	case c == '-' || (c >= '0' && c <= '9'):
-		return string(raw)
-	}
-	return ""
 }
 
 func isNull(raw json.RawMessage) bool { return string(raw) == "null" }

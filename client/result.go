@@ -111,7 +111,7 @@ func (b *BatchResult) err() error {
 // ErrNotDelivered is wrapped by SendBatch's error when some events were rejected or failed.
 var ErrNotDelivered = errors.New("events not delivered")
 
-// RejectedError is the server's rejection of one event in a 200 answer (DESIGN.md §3): the
+// RejectedError is the server's rejection of one event in a 200 answer: the
 // request was fine, this event was not stored.
 type RejectedError struct {
 	Problem gen.Problem // Index is the event's Index, as in Result

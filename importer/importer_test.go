@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,10 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/importer"
 	"github.com/trackapi/trackapi/internal/apitest"
-	"github.com/trackapi/trackapi/server"
+	"github.com/trackapi/trackapi/internal/testenv"
 	"github.com/trackapi/trackapi/sqlite"
 )
 
@@ -39,19 +37,8 @@ type collector struct {
 
 func newCollector(t *testing.T) *collector {
 	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "trackapi.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := trackapi.NewSourceKey()
-	if _, err := db.CreateSource(context.Background(), "7", "import", trackapi.HashKey(key)); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Events: db, Sources: db, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	real := httptest.NewServer(srv.Handler())
+	env := testenv.Start(t, testenv.Options{})
+	real := httptest.NewServer(env.Handler)
 	target, err := url.Parse(real.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -62,18 +49,15 @@ func newCollector(t *testing.T) *collector {
 	t.Cleanup(func() {
 		checked.Close()
 		real.Close()
-		if err := db.Close(); err != nil {
-			t.Errorf("closing the store: %v", err)
-		}
 	})
-	return &collector{URL: checked.URL, Site: "7", Key: key, db: db}
+	return &collector{URL: checked.URL, Site: env.Site, Key: env.Key, db: env.DB}
 }
 
 // stored counts the stored events by event_id.
 func (c *collector) stored(t *testing.T) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
-	for _, ev := range apitest.StoredEvents(t, c.db) {
+	for _, ev := range testenv.Stored(t, c.db) {
 		counts[apitest.EventID(t, ev.Event)]++
 	}
 	return counts

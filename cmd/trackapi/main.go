@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		fmt.Fprintln(stderr, "trackapi:", err)
 		var perr *kong.ParseError
 		if errors.As(err, &perr) {
+			parser.Stdout = stderr // stdout carries results only
 			_ = perr.Context.PrintUsage(true)
 		}
 		return 2
