@@ -25,24 +25,29 @@ import (
 func retryable(err error) bool {
 	var e *sqlitedriver.Error
 	if errors.As(err, &e) {
-		switch e.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, // another connection or process holds the lock past busy_timeout
-			sqlite3.SQLITE_LOCKED,    // a conflict within this process's shared cache
-			sqlite3.SQLITE_FULL,      // disk full, or max_page_count reached
-			sqlite3.SQLITE_IOERR,     // a read, write or sync failed
-			sqlite3.SQLITE_READONLY,  // the file or its directory lost write permission, a read-only remount
-			sqlite3.SQLITE_CANTOPEN,  // the file or its journal cannot be opened (yet)
-			sqlite3.SQLITE_PERM,      // access denied by the file system
-			sqlite3.SQLITE_NOMEM,     // out of memory
-			sqlite3.SQLITE_INTERRUPT, // the statement was interrupted (a context ended)
-			sqlite3.SQLITE_PROTOCOL,  // a race on the WAL's locks that SQLite gave up on
-			sqlite3.SQLITE_ABORT,     // the transaction was rolled back under the statement
-			sqlite3.SQLITE_SCHEMA:    // the schema changed under a prepared statement
-			return true
-		}
-		return false
+		return retryableCode(e.Code())
 	}
 	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
+}
+
+// retryableCode is retryable for an SQLite result code, extended or primary.
+func retryableCode(code int) bool {
+	switch code & 0xff {
+	case sqlite3.SQLITE_BUSY, // another connection or process holds the lock past busy_timeout
+		sqlite3.SQLITE_LOCKED,    // a conflict within this process's shared cache
+		sqlite3.SQLITE_FULL,      // disk full, or max_page_count reached
+		sqlite3.SQLITE_IOERR,     // a read, write or sync failed
+		sqlite3.SQLITE_READONLY,  // the file or its directory lost write permission, a read-only remount
+		sqlite3.SQLITE_CANTOPEN,  // the file or its journal cannot be opened (yet)
+		sqlite3.SQLITE_PERM,      // access denied by the file system
+		sqlite3.SQLITE_NOMEM,     // out of memory
+		sqlite3.SQLITE_INTERRUPT, // the statement was interrupted (a context ended)
+		sqlite3.SQLITE_PROTOCOL,  // a race on the WAL's locks that SQLite gave up on
+		sqlite3.SQLITE_ABORT,     // the transaction was rolled back under the statement
+		sqlite3.SQLITE_SCHEMA:    // the schema changed under a prepared statement
+		return true
+	}
+	return false
 }
 
 // isConstraint reports whether err is a constraint violation (SQLITE_CONSTRAINT and its extended
