@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/trackapi/trackapi"
 )
@@ -22,6 +23,13 @@ var (
 // transaction for as long as fn blocks.
 func WithInTransaction(opts Options, fn func()) Options {
 	opts.inTransaction = fn
+	return opts
+}
+
+// WithStallAfter returns opts with how long a transaction of the committer may run before Ping
+// reports the store unavailable.
+func WithStallAfter(opts Options, d time.Duration) Options {
+	opts.stallAfter = d
 	return opts
 }
 

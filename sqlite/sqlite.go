@@ -68,6 +68,9 @@ type Options struct {
 	// sequence number is read and before the inserts. Only tests set it (export_test.go), to hold
 	// the writer in a transaction for as long as they need.
 	inTransaction func()
+	// stallAfter is how long one transaction of the committer may run before Ping reports the
+	// store unavailable. Zero means BusyTimeout + stallGrace; only tests set it.
+	stallAfter time.Duration
 }
 
 // DB is the SQLite store. It implements trackapi.EventStore, trackapi.EventLog and
@@ -167,6 +170,9 @@ func Open(path string) (*DB, error) {
 func OpenWithOptions(path string, opts Options) (*DB, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = defaultBusyTimeout
+	}
+	if opts.stallAfter <= 0 {
+		opts.stallAfter = opts.BusyTimeout + stallGrace
 	}
 	writer, err := sql.Open("sqlite", dsn(path, opts.BusyTimeout, "_txlock=immediate"))
 	if err != nil {
@@ -345,7 +351,7 @@ func (d *DB) Ping(ctx context.Context) error {
 
 	done := d.txDone.Load()
 	if start := d.txStart.Load(); start != 0 {
-		if took := time.Since(time.Unix(0, start)); took > d.opts.BusyTimeout+stallGrace {
+		if took := time.Since(time.Unix(0, start)); took > d.opts.stallAfter {
 			return fmt.Errorf("ping: %w: a commit has been running for %v", trackapi.ErrUnavailable, took.Round(time.Millisecond))
 		}
 		return nil
