@@ -17,6 +17,9 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/sqlite"
+
+	sqlitedriver "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // schemaVersion is the number of files in migrations/.
@@ -820,8 +823,9 @@ func TestCommitFailureIsUnavailableAndRecovers(t *testing.T) {
 	}
 	for attempt := range 2 { // the fault persists: each group fails again
 		_, err := db.StoreEvents(ctx, batch)
-		if !errors.Is(err, trackapi.ErrUnavailable) {
-			t.Fatalf("attempt %d with a full database: %v, want ErrUnavailable", attempt, err)
+		var e *sqlitedriver.Error
+		if !errors.Is(err, trackapi.ErrUnavailable) || !errors.As(err, &e) || e.Code()&0xff != sqlite3.SQLITE_FULL {
+			t.Fatalf("attempt %d with a full database: %v, want ErrUnavailable wrapping SQLITE_FULL", attempt, err)
 		}
 	}
 	if n := c.failures.Load(); n != 2 {
@@ -875,16 +879,146 @@ func TestPing(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	if err := db.Ping(short); !errors.Is(err, trackapi.ErrUnavailable) {
+	// Ping bounds its wait for the lock itself (not busy_timeout's 5 s), with no deadline given.
+	start := time.Now()
+	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
 		t.Fatalf("ping while another connection writes: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("ping while another connection writes took %v, want well under a second", took)
 	}
 	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Ping(ctx); err != nil {
 		t.Fatalf("ping after the lock is gone: %v", err)
+	}
+}
+
+// holdCommits returns Options whose committer, once armed, stops inside its next transaction
+// (holding the writer and the write lock) until released; entered receives when it got there.
+// Release is also called when the test ends, before the DB opened after it is closed.
+func holdCommits(t *testing.T) (opts sqlite.Options, arm func(), entered <-chan struct{}, release func()) {
+	var armed atomic.Bool
+	in := make(chan struct{}, 1)
+	hold := make(chan struct{})
+	opts = sqlite.WithInTransaction(sqlite.Options{}, func() {
+		if armed.CompareAndSwap(true, false) {
+			in <- struct{}{}
+			<-hold
+		}
+	})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	return opts, func() { armed.Store(true) }, in, release
+}
+
+// TestPingWhileCommitting checks that readiness does not wait behind a commit: the committer
+// holds the writer connection for the whole transaction, and a Ping that took the write lock
+// itself would wait until it ends (for a big group on a slow disk, seconds).
+func TestPingWhileCommitting(t *testing.T) {
+	ctx := context.Background()
+	opts, arm, entered, release := holdCommits(t)
+	db := open(t, tempPath(t), opts)
+	t.Cleanup(release) // before the Close registered by open
+	src := newSource(t, db, "site1")
+
+	arm()
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.StoreEvents(ctx, events(src, "slow"))
+		done <- err
+	}()
+	<-entered
+	// More requests wait behind the long transaction, as under load.
+	var waits []func() ([]bool, error)
+	for i := range 10 {
+		wait, err := sqlite.Enqueue(ctx, db, events(src, fmt.Sprint("queued-", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, wait)
+	}
+	for range 3 {
+		// A deadline, so that a Ping that waits for the commit fails rather than hangs.
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		start := time.Now()
+		err := db.Ping(pingCtx)
+		cancel()
+		if took := time.Since(start); err != nil || took > 500*time.Millisecond {
+			t.Fatalf("ping during a commit: %v after %v; want success within 500ms", err, took)
+		}
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("the held commit: %v", err)
+	}
+	for _, wait := range waits {
+		if _, err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping once idle: %v", err)
+	}
+}
+
+// TestPingStalledCommit checks the limit of "a busy committer is a working store": a transaction
+// that runs far longer than any should (a hung disk) makes readiness fail.
+func TestPingStalledCommit(t *testing.T) {
+	ctx := context.Background()
+	opts, arm, entered, release := holdCommits(t)
+	db := open(t, tempPath(t), sqlite.WithStallAfter(opts, 100*time.Millisecond))
+	t.Cleanup(release)
+	src := newSource(t, db, "site1")
+
+	arm()
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.StoreEvents(ctx, events(src, "stalled"))
+		done <- err
+	}()
+	<-entered
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping at the start of a commit: %v", err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("ping during a stalled commit: %v, want ErrUnavailable", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping once the commit ended: %v", err)
+	}
+}
+
+// TestPingProbeIsBounded checks that the test write after a failed commit does not wait for the
+// writer for ever: here something else holds it, and Ping answers within its probe bound.
+func TestPingProbeIsBounded(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, tempPath(t), sqlite.Options{})
+	src := newSource(t, db, "site1")
+	limit := sqlite.WriterPragma(t, db, "max_page_count")
+	sqlite.WriterPragma(t, db, fmt.Sprint("max_page_count = ", sqlite.WriterPragma(t, db, "page_count")))
+	if _, err := db.StoreEvents(ctx, paddedEvents(src, "e", 100)); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("store into a full database: %v, want ErrUnavailable", err)
+	}
+
+	release := sqlite.HoldWriter(t, db)
+	start := time.Now()
+	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("ping after a failed commit, writer held: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("ping after a failed commit, writer held, took %v; want about a second at most", took)
+	}
+	release()
+	sqlite.WriterPragma(t, db, fmt.Sprint("max_page_count = ", limit))
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping after the fault cleared: %v", err)
 	}
 }
 
