@@ -143,7 +143,9 @@ func readAll(t testing.TB, db *sqlite.DB, filter trackapi.EventFilter) []trackap
 				t.Fatalf("event seq %d after cursor %d: not strictly increasing", e.Seq, after)
 			}
 			after = e.Seq
-			var b body
+			var b struct {
+				ID string `json:"id"`
+			}
 			if err := json.Unmarshal(e.Event, &b); err != nil {
 				t.Fatalf("stored event %s: %v", e.Event, err)
 			}
