@@ -48,7 +48,8 @@ func TestMigrateFrom0002(t *testing.T) {
 			(1, 1, 'site1', 'a', 1700000000001, '{"id":"a","event_name":"page_view"}', NULL),
 			(2, 1, 'site1', 'b', 1700000000002, '{"id":"b","event_name":"search"}', '[{"code":"c","path":"/p","message":"m"}]'),
 			(3, 2, 'site2', 'c', 1700000000003, '{"id":"c","event_name":7}', NULL),
-			(100, 1, 'site1', 'd', 1700000000004, '{"id":"d","event_name":"page_view"}', NULL)`, nil},
+			(4, 2, 'site2', 'not-json', 1700000000004, 'not JSON', NULL),
+			(100, 1, 'site1', 'd', 1700000000005, '{"id":"d","event_name":"page_view"}', NULL)`, nil},
 	} {
 		if _, err := old.Exec(q.query, q.args...); err != nil {
 			t.Fatalf("%s: %v", q.query, err)
@@ -100,7 +101,7 @@ func TestMigrateFrom0002(t *testing.T) {
 
 	// The events, with their sequence numbers and warnings, and event_name backfilled where the
 	// body has a string one.
-	all := readAll(t, db, everything)
+	all := readAll(t, db, everything, func(e trackapi.StoredEvent) bool { return e.EventID == "not-json" })
 	type short struct {
 		Seq       int64
 		EventID   string
@@ -111,7 +112,7 @@ func TestMigrateFrom0002(t *testing.T) {
 	for _, e := range all {
 		got = append(got, short{e.Seq, e.EventID, e.EventName, len(e.Warnings)})
 	}
-	wantEvents := []short{{1, "a", "page_view", 0}, {2, "b", "search", 1}, {3, "c", "", 0}, {100, "d", "page_view", 0}}
+	wantEvents := []short{{1, "a", "page_view", 0}, {2, "b", "search", 1}, {3, "c", "", 0}, {4, "not-json", "", 0}, {100, "d", "page_view", 0}}
 	if !reflect.DeepEqual(got, wantEvents) {
 		t.Fatalf("events = %+v\nwant %+v", got, wantEvents)
 	}
@@ -128,7 +129,7 @@ func TestMigrateFrom0002(t *testing.T) {
 	if stored, err := db.StoreEvents(ctx, events(shop, "e", "f")); err != nil || !reflect.DeepEqual(stored, []bool{true, true}) {
 		t.Fatalf("store after migrating: %v, %v", stored, err)
 	}
-	page, _, err := db.ReadEvents(ctx, 3, everything, 10)
+	page, _, err := db.ReadEvents(ctx, 4, everything, 10)
 	if err != nil || len(page) != 2 || page[0].Seq <= 100 || page[1].Seq <= page[0].Seq {
 		t.Fatalf("new events = %+v, %v; want two with seq above 100", page, err)
 	}

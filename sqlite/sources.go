@@ -195,7 +195,7 @@ func sourceExists(ctx context.Context, q interface {
 	var one int
 	err := q.QueryRowContext(ctx, `SELECT 1 FROM sources WHERE id = ?`, id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("source %d: %w", id, trackapi.ErrNotFound)
+		return fmt.Errorf("no source %d: %w", id, trackapi.ErrNotFound)
 	}
 	return err
 }

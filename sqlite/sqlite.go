@@ -372,7 +372,7 @@ func (d *DB) Ping(ctx context.Context) error {
 	defer conn.Close()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("ping: %w: %w", trackapi.ErrUnavailable, err)
+		return fmt.Errorf("ping: %w: cannot take the write lock: %w", trackapi.ErrUnavailable, err)
 	}
 	if err := tx.Rollback(); err != nil {
 		return fmt.Errorf("ping: %w: %w", trackapi.ErrUnavailable, err)

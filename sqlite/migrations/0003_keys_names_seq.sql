@@ -11,11 +11,13 @@ PRAGMA defer_foreign_keys = ON;
 
 -- The event name as its own column, for filtered reads of the event log without parsing bodies.
 -- Stored events always had a string event_name (the server rejects others); the checks keep a
--- row that somehow does not from failing the migration: it gets NULL.
+-- row that somehow does not from failing the migration: it gets NULL. (WHERE, then CASE: SQLite
+-- may evaluate the terms of an AND in any order, and json_type fails on text that is not JSON.)
 -- Added before sources is dropped, while events' REFERENCES still names an existing table.
 ALTER TABLE events ADD COLUMN event_name TEXT;
-UPDATE events SET event_name = json_extract(body, '$.event_name')
-WHERE json_valid(body) AND json_type(body, '$.event_name') = 'text';
+UPDATE events
+SET event_name = CASE WHEN json_type(body, '$.event_name') = 'text' THEN json_extract(body, '$.event_name') END
+WHERE json_valid(body);
 
 -- A source now has several keys (rotation with an overlap, revocation), so keys get their own
 -- table and key_hash leaves sources. SQLite cannot drop a UNIQUE column, so sources is copied
