@@ -325,7 +325,9 @@ func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 //     lock) and a small real write, bounded by probeTimeout, fails too. The test write is what
 //     makes readiness come back by itself once the fault clears, even with no traffic;
 //   - when a commit has been running for longer than the busy timeout plus stallGrace: the disk
-//     hangs. A commit running for less is a store that works: Ping does not wait for it;
+//     hangs. A commit running for less is a store that works: Ping does not wait for it. (A
+//     commit waiting for a lock another process holds counts as running until busy_timeout
+//     fails it; from then on the failed commit makes Ping probe, as above);
 //   - when the committer is idle and the write lock cannot be taken (BEGIN IMMEDIATE, then
 //     ROLLBACK) within lockCheckTimeout, say because another process holds it or the file is
 //     read-only.
@@ -392,8 +394,8 @@ func (d *DB) probeWrite(ctx context.Context) error {
 
 // Close stops accepting events (StoreEvents then fails with trackapi.ErrUnavailable), waits for
 // the committer to commit every request already queued, and closes the database; every other
-// method then fails with trackapi.ErrUnavailable too. It is safe to
-// call more than once; later calls return the first call's result.
+// method then fails with trackapi.ErrUnavailable too. It is safe to call more than once; later
+// calls return the first call's result.
 func (d *DB) Close() error {
 	d.closeOnce.Do(func() {
 		d.stopAccepting()
