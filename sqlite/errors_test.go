@@ -169,7 +169,7 @@ func TestRetryable(t *testing.T) {
 		{"bad connection", driver.ErrBadConn, 0, true},
 		{"connection done", fmt.Errorf("x: %w", sql.ErrConnDone), 0, true},
 		{"other error", errors.New("a bug"), 0, false},
-		{"context canceled", context.Canceled, 0, false}, // its own class, see TestStoreEventsErrorClass
+		{"context canceled", context.Canceled, 0, false}, // its own class, see TestStoreEventsContextEnds
 	} {
 		if c.code != 0 {
 			var e *sqlitedriver.Error
@@ -186,7 +186,8 @@ func TestRetryable(t *testing.T) {
 
 // TestStoreEventsErrorClass checks the class of StoreEvents' errors end to end: ErrUnavailable
 // and the driver's error for a lock held by another process, the driver's error alone for an
-// unknown source (permanent), and in both cases the *sqlite.Error stays reachable.
+// unknown source (permanent), and in both cases the *sqlite.Error stays reachable. Source writes
+// get the same classes.
 func TestStoreEventsErrorClass(t *testing.T) {
 	ctx := context.Background()
 	path := tempPath(t)
@@ -214,6 +215,15 @@ func TestStoreEventsErrorClass(t *testing.T) {
 	_, err = db.StoreEvents(ctx, events(src, "b"))
 	if !errors.Is(err, trackapi.ErrUnavailable) || !errors.As(err, &e) || e.Code()&0xff != sqlite3.SQLITE_BUSY {
 		t.Fatalf("store while another process holds the lock: %v; want ErrUnavailable wrapping SQLITE_BUSY", err)
+	}
+	// The other writes are classified the same way.
+	_, key := newKey()
+	_, _, err = db.CreateSource(ctx, "site2", "blog", key)
+	if !errors.Is(err, trackapi.ErrUnavailable) || !errors.As(err, &e) || e.Code()&0xff != sqlite3.SQLITE_BUSY {
+		t.Fatalf("create a source while another process holds the lock: %v; want ErrUnavailable wrapping SQLITE_BUSY", err)
+	}
+	if err := db.SetSourceActive(ctx, src.ID, false); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("deactivate a source while another process holds the lock: %v; want ErrUnavailable", err)
 	}
 	// Readiness follows, and comes back once the lock is gone, without traffic.
 	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {

@@ -102,12 +102,3 @@ func WriterPragma(t testing.TB, d *DB, pragma string) int64 {
 	}
 	return n
 }
-
-// WriterExec runs statements on the writer connection, for tests that change stored rows
-// (deleting events, to check that their sequence numbers are not handed out again).
-func WriterExec(t testing.TB, d *DB, query string, args ...any) {
-	t.Helper()
-	if _, err := d.writer.Exec(query, args...); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-}
