@@ -13,17 +13,32 @@ import (
 )
 
 // insertEvent stores one event unless its (source_id, event_id) is already stored; the
-// statement then changes no row, which is how a duplicate is told apart. The committer gives seq
-// (see selectLastSeq).
-const insertEvent = `INSERT INTO events(seq, source_id, site, event_id, event_name, received_at, body, warnings)
+// statement then changes no row, which is how a duplicate is told apart. SQLite numbers the row
+// max(seq)+1, which is right unless the newest events were deleted (see selectSeqState).
+const insertEvent = `INSERT INTO events(source_id, site, event_id, event_name, received_at, body, warnings)
+VALUES(?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(source_id, event_id) DO NOTHING`
+
+// insertEventAt is insertEvent with the sequence number given, its first argument.
+const insertEventAt = `INSERT INTO events(seq, source_id, site, event_id, event_name, received_at, body, warnings)
 VALUES(?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(source_id, event_id) DO NOTHING`
 
-// selectLastSeq is the highest sequence number ever handed out: the newest event's, or the
-// newest deleted one's if that was higher (migration 0003 explains why and how). The committer
-// reads it once at the start of each transaction, under the write lock, and numbers the
-// transaction's rows on from it, so that a number is never handed out twice.
-const selectLastSeq = `SELECT max(coalesce((SELECT max(seq) FROM events), 0), coalesce((SELECT max(value) FROM seq_floor), 0))`
+// selectSeqState reads the newest event's sequence number and the floor, the newest deleted
+// one's (migration 0003 explains why and how): the highest number ever handed out is the larger
+// of the two. The committer reads them once at the start of each transaction, under the write
+// lock, so that another process cannot hand out numbers meanwhile.
+//
+// Almost always the newest event is the highest, and SQLite's own choice for a new row,
+// max(seq)+1, is the next number: the committer then uses insertEvent and leaves the numbering
+// to SQLite, which appends at the end of the table it has just found. Giving every row its
+// number (a seq column bound in every insert) costs one more value to bind and, for the rowid
+// check, a search of the table's B-tree from its root: in a CPU profile of BenchmarkStoreEvents
+// (on tmpfs, so without syncs) sqlite3BtreeTableMoveto went from 1% to 5% of the time, back to
+// 1% this way. Only when the floor is higher (the newest events were deleted) does the
+// committer store the first new row with insertEventAt and floor+1, a statement prepared on the
+// spot as it is that rare; from then on max(seq) is above the floor again.
+const selectSeqState = `SELECT coalesce((SELECT max(seq) FROM events), 0), coalesce((SELECT max(value) FROM seq_floor), 0)`
 
 // request is one StoreEvents call waiting for the committer.
 type request struct {
@@ -244,11 +259,14 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 	}
 	defer tx.Rollback() // does nothing after Commit
 
-	// One read a transaction, not one a row: seq is the last number handed out, and each stored
-	// row takes the next one.
-	var seq int64
-	if err := tx.StmtContext(ctx, d.lastSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
+	// One read a transaction, not one a row. next is the number the next stored row must be
+	// given explicitly, or 0 when SQLite's max(seq)+1 is right (see selectSeqState).
+	var newest, floor, next int64
+	if err := tx.StmtContext(ctx, d.seqState).QueryRowContext(ctx).Scan(&newest, &floor); err != nil {
 		return nil, fmt.Errorf("read the last sequence number: %w", err)
+	}
+	if floor > newest {
+		next = floor + 1
 	}
 	if d.opts.inTransaction != nil {
 		d.opts.inTransaction()
@@ -260,7 +278,7 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 	replies := make([]reply, len(group))
 	for i, r := range group {
 		if !savepoints {
-			stored, err := insertRows(ctx, stmt, r.rows, &seq)
+			stored, err := insertRows(ctx, tx, stmt, r.rows, &next)
 			if err != nil {
 				return nil, err
 			}
@@ -270,8 +288,8 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
 			return nil, fmt.Errorf("savepoint: %w", err)
 		}
-		seqBefore := seq
-		stored, err := insertRows(ctx, stmt, r.rows, &seq)
+		nextBefore := next
+		stored, err := insertRows(ctx, tx, stmt, r.rows, &next)
 		switch {
 		case err == nil:
 			replies[i].stored = stored
@@ -279,7 +297,9 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 			if _, rbErr := tx.ExecContext(ctx, "ROLLBACK TO request"); rbErr != nil {
 				return nil, fmt.Errorf("roll back to savepoint: %w", rbErr)
 			}
-			seq = seqBefore // the request's numbers were undone with its rows
+			// The request's rows are undone: if one of them had lifted max(seq) above the floor,
+			// the floor is above it again.
+			next = nextBefore
 			replies[i].err = fmt.Errorf("store events: %w", err)
 		default:
 			return nil, err
@@ -294,13 +314,20 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 	return replies, nil
 }
 
-// insertRows inserts rows with stmt and reports which were new. *seq is the last sequence number
-// handed out; each new row takes the next, and a duplicate, not inserted, leaves it for the next
-// row.
-func insertRows(ctx context.Context, stmt *sql.Stmt, rows []row, seq *int64) ([]bool, error) {
+// insertRows inserts rows with stmt (insertEvent in tx) and reports which were new. *next is the
+// sequence number the next new row must be given explicitly, with insertEventAt, or 0 when
+// SQLite's max(seq)+1 is right; once a row took it, it is 0. A duplicate, not inserted, takes no
+// number.
+func insertRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, rows []row, next *int64) ([]bool, error) {
 	stored := make([]bool, len(rows))
 	for i, r := range rows {
-		res, err := stmt.ExecContext(ctx, *seq+1, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings)
+		var res sql.Result
+		var err error
+		if *next == 0 {
+			res, err = stmt.ExecContext(ctx, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings)
+		} else {
+			res, err = tx.ExecContext(ctx, insertEventAt, *next, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("insert event %q of source %d: %w", r.eventID, r.sourceID, err)
 		}
@@ -310,7 +337,7 @@ func insertRows(ctx context.Context, stmt *sql.Stmt, rows []row, seq *int64) ([]
 		}
 		stored[i] = n == 1
 		if stored[i] {
-			*seq++
+			*next = 0
 		}
 	}
 	return stored, nil

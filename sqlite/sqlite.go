@@ -83,10 +83,10 @@ type DB struct {
 	// reader is a pool for queries; in WAL mode they run beside the writer without blocking it.
 	reader *sql.DB
 	opts   Options
-	// insert is the insert of one event, and lastSeq the committer's read of the highest sequence
-	// number handed out, both prepared once on the writer.
-	insert  *sql.Stmt
-	lastSeq *sql.Stmt
+	// insert is the insert of one event, and seqState the committer's read of the sequence's
+	// state, both prepared once on the writer.
+	insert   *sql.Stmt
+	seqState *sql.Stmt
 
 	// mu guards closed and the sends on requests, so that Close can close requests without a
 	// StoreEvents sending on a closed channel.
@@ -205,7 +205,7 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 		reader.Close()
 		return nil, fmt.Errorf("open %s: prepare insert: %w", path, err)
 	}
-	lastSeq, err := writer.Prepare(selectLastSeq)
+	seqState, err := writer.Prepare(selectSeqState)
 	if err != nil {
 		insert.Close()
 		writer.Close()
@@ -214,7 +214,7 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 	}
 	d := &DB{
 		insert:   insert,
-		lastSeq:  lastSeq,
+		seqState: seqState,
 		writer:   writer,
 		reader:   reader,
 		opts:     opts,
@@ -403,7 +403,7 @@ func (d *DB) Close() error {
 		// The reader first, so that the writer is the last connection: it checkpoints the log
 		// into the database file and removes it.
 		d.poolsClosed.Store(true)
-		d.closeErr = errors.Join(d.insert.Close(), d.lastSeq.Close(), d.reader.Close(), d.writer.Close())
+		d.closeErr = errors.Join(d.insert.Close(), d.seqState.Close(), d.reader.Close(), d.writer.Close())
 		if d.closeErr != nil {
 			d.closeErr = fmt.Errorf("close: %w", d.closeErr)
 		}

@@ -66,12 +66,14 @@ DROP TABLE sources_0002;
 -- path, where most commits hold a few small events.
 --
 -- Instead the high-water mark of deleted rows is kept here, written only by deletes (off the hot
--- path), and the committer gives each new row its seq itself: at the start of every transaction
--- it reads max(max(seq), seq_floor.value) once (the last page of events, which the inserts touch
--- anyway, and this table's one page, read and not written), then numbers its rows on from there.
--- Both reads happen under the write lock, so two processes writing the same file cannot hand out
--- the same number. Numbers skipped (a request rolled back) are fine: the rule is strictly
--- increasing, never reused, not gapless.
+-- path), and the committer makes sure each new row's seq is above it: at the start of every
+-- transaction it reads max(seq) and seq_floor.value once (the last page of events, which the
+-- inserts touch anyway, and this table's one page, read and not written). While max(seq) is the
+-- higher, which is almost always, SQLite's own max(seq)+1 is the right number; when the floor is
+-- higher, the committer gives the first row floor+1 itself (events.go, selectSeqState, says why
+-- not every row). Both reads happen under the write lock, so two processes writing the same file
+-- cannot hand out the same number. Gaps are fine: the rule is strictly increasing and never
+-- reused, not gapless.
 --
 -- One row. It starts at the current max(seq): numbers reused before this migration cannot be
 -- known any more.
