@@ -4,12 +4,58 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/trackapi/trackapi"
 )
 
 // QueueSize is the committer queue's capacity, for the overload test.
 const QueueSize = queueSize
+
+// Retryable and RetryableCode are the classification of store errors, for its table tests.
+var (
+	Retryable     = retryable
+	RetryableCode = retryableCode
+)
+
+// WithInTransaction returns opts with a function that the committer calls inside each
+// transaction, after reading the sequence and before the inserts: a test holds the writer in a
+// transaction for as long as fn blocks.
+func WithInTransaction(opts Options, fn func()) Options {
+	opts.inTransaction = fn
+	return opts
+}
+
+// WithStallAfter returns opts with how long a transaction of the committer may run before Ping
+// reports the store unavailable.
+func WithStallAfter(opts Options, d time.Duration) Options {
+	opts.stallAfter = d
+	return opts
+}
+
+// ReadEventsPlan returns the detail column of EXPLAIN QUERY PLAN for the query ReadEvents runs.
+func ReadEventsPlan(t testing.TB, d *DB, after int64, filter trackapi.EventFilter, limit int) []string {
+	t.Helper()
+	query, args := readEventsQuery(after, filter, limit)
+	rows, err := d.reader.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatalf("explain %s: %v", query, err)
+	}
+	defer rows.Close()
+	var details []string
+	for rows.Next() {
+		var id, parent, notUsed int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notUsed, &detail); err != nil {
+			t.Fatal(err)
+		}
+		details = append(details, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return details
+}
 
 // HoldWriter takes the writer's only connection, so that the committer blocks before its next
 // transaction and requests stay queued: tests can then build a group deterministically. The

@@ -1,5 +1,5 @@
-// Package sqlite is the embedded default store: sources and events in one SQLite file, on the
-// pure-Go driver modernc.org/sqlite so that the binary needs no C toolchain.
+// Package sqlite is the embedded default store: sources, their keys and events in one SQLite
+// file, on the pure-Go driver modernc.org/sqlite so that the binary needs no C toolchain.
 //
 // Every write of events goes through one committer goroutine that commits whatever requests are
 // waiting in one transaction (group commit): each commit costs one sync of the write-ahead log, so
@@ -40,6 +40,16 @@ const (
 	// probeBytes is what the readiness probe writes after a failed commit: enough new pages that a
 	// full disk or database makes it fail as a real commit would.
 	probeBytes = 64 << 10
+	// probeTimeout bounds the readiness probe's test write, waiting for the writer included, so
+	// that a readiness check answers in time even while the committer retries a failing commit.
+	probeTimeout = time.Second
+	// lockCheckTimeout bounds Ping's check of the write lock while the committer is idle: a free
+	// lock is taken in microseconds, so waiting longer would only delay the answer.
+	lockCheckTimeout = 200 * time.Millisecond
+	// stallGrace is how much longer than the busy timeout one transaction of the committer may run
+	// before Ping stops taking a busy committer as a working one: no group of maxGroupEvents
+	// takes that long on a disk that works.
+	stallGrace = 10 * time.Second
 )
 
 // Options are the optional settings of OpenWithOptions. The zero value is the default.
@@ -53,10 +63,19 @@ type Options struct {
 	// BusyTimeout is how long a write waits for a lock held by another connection or process
 	// before failing (then the request gets a 503). Zero means 5 s.
 	BusyTimeout time.Duration
+
+	// inTransaction, when set, is called by the committer inside each transaction, after its
+	// sequence number is read and before the inserts. Only tests set it (export_test.go), to hold
+	// the writer in a transaction for as long as they need.
+	inTransaction func()
+	// stallAfter is how long one transaction of the committer may run before Ping reports the
+	// store unavailable. Zero means BusyTimeout + stallGrace; only tests set it.
+	stallAfter time.Duration
 }
 
-// DB is the SQLite store. It implements trackapi.EventStore and trackapi.SourceStore and is safe
-// for concurrent use. Close it to commit what is queued and release the file.
+// DB is the SQLite store. It implements trackapi.EventStore, trackapi.EventLog and
+// trackapi.SourceStore and is safe for concurrent use. Close it to commit what is queued and
+// release the file.
 type DB struct {
 	// writer has exactly one connection: SQLite allows one writer at a time anyway, and one
 	// connection keeps the committer, migrations and source changes from competing for it.
@@ -64,8 +83,10 @@ type DB struct {
 	// reader is a pool for queries; in WAL mode they run beside the writer without blocking it.
 	reader *sql.DB
 	opts   Options
-	// insert is the insert of one event, prepared once on the writer.
-	insert *sql.Stmt
+	// insert is the insert of one event, and seqState the committer's read of the sequence's
+	// state, both prepared once on the writer.
+	insert   *sql.Stmt
+	seqState *sql.Stmt
 
 	// mu guards closed and the sends on requests, so that Close can close requests without a
 	// StoreEvents sending on a closed channel.
@@ -75,16 +96,62 @@ type DB struct {
 	// done is closed when the committer has replied to the last request and returned.
 	done chan struct{}
 
-	// commitFailing is set while the last transaction failed; Ping then probes with a real write.
-	commitFailing atomic.Bool
+	// health is what the committer's last transactions tell Ping, which answers from it rather
+	// than by waiting for the writer behind the committer.
+	health health
+	// txStart is when the committer's current transaction started (UnixNano), 0 while it waits
+	// for requests; txDone counts its transactions, committed or not.
+	txStart atomic.Int64
+	txDone  atomic.Uint64
 
-	closeOnce sync.Once
-	closeErr  error
+	// poolsClosed is set when Close closes the connection pools: from then on database/sql fails
+	// every call with an error of its own, which classify reports as unavailable.
+	poolsClosed atomic.Bool
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// health is whether the last transaction of the committer failed for a reason a retry may fix.
+type health struct {
+	mu      sync.Mutex
+	failing bool
+	// failures counts failed transactions, so that a probe that passed can tell whether a commit
+	// failed while it ran, and then leave failing set.
+	failures uint64
+}
+
+// record notes the outcome of one transaction.
+func (h *health) record(failed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failing = failed
+	if failed {
+		h.failures++
+	}
+}
+
+// state returns whether the last transaction failed, and the count of failures to pass to
+// recovered.
+func (h *health) state() (failing bool, failures uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.failing, h.failures
+}
+
+// recovered clears failing after a probe write passed, unless a transaction failed again since
+// state returned failures.
+func (h *health) recovered(failures uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failures == failures {
+		h.failing = false
+	}
 }
 
 // Compile-time checks that DB is the store the server and the command line expect.
 var (
 	_ trackapi.EventStore  = (*DB)(nil)
+	_ trackapi.EventLog    = (*DB)(nil)
 	_ trackapi.SourceStore = (*DB)(nil)
 )
 
@@ -103,6 +170,9 @@ func Open(path string) (*DB, error) {
 func OpenWithOptions(path string, opts Options) (*DB, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = defaultBusyTimeout
+	}
+	if opts.stallAfter <= 0 {
+		opts.stallAfter = opts.BusyTimeout + stallGrace
 	}
 	writer, err := sql.Open("sqlite", dsn(path, opts.BusyTimeout, "_txlock=immediate"))
 	if err != nil {
@@ -135,8 +205,16 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 		reader.Close()
 		return nil, fmt.Errorf("open %s: prepare insert: %w", path, err)
 	}
+	seqState, err := writer.Prepare(selectSeqState)
+	if err != nil {
+		insert.Close()
+		writer.Close()
+		reader.Close()
+		return nil, fmt.Errorf("open %s: prepare sequence read: %w", path, err)
+	}
 	d := &DB{
 		insert:   insert,
+		seqState: seqState,
 		writer:   writer,
 		reader:   reader,
 		opts:     opts,
@@ -238,12 +316,21 @@ func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 	return version, nil
 }
 
-// Ping reports whether the store can commit right now, for a readiness check: it fails, with an
-// error wrapping trackapi.ErrUnavailable, when the DB is closed, when the committer's queue is
-// full, or when the write lock cannot be taken (BEGIN IMMEDIATE, then ROLLBACK), say because
-// another process holds it or the file is read-only. While the last commit failed (a full disk, an
-// I/O error), it also commits a small real write and removes it, so that readiness comes back by
-// itself once the fault clears, even with no traffic to try real commits.
+// Ping reports whether the store can commit right now, for a readiness check. It answers from
+// what the committer knows rather than by waiting for the writer connection, which the committer
+// holds during every commit: under load, readiness must not queue behind the commits. It fails,
+// with an error wrapping trackapi.ErrUnavailable:
+//   - when the DB is closed, or the committer's queue is full (overload);
+//   - when the last commit failed for a reason a retry may fix (a full disk, an I/O error, a
+//     lock) and a small real write, bounded by probeTimeout, fails too. The test write is what
+//     makes readiness come back by itself once the fault clears, even with no traffic;
+//   - when a commit has been running for longer than the busy timeout plus stallGrace: the disk
+//     hangs. A commit running for less is a store that works: Ping does not wait for it. (A
+//     commit waiting for a lock another process holds counts as running until busy_timeout
+//     fails it; from then on the failed commit makes Ping probe, as above);
+//   - when the committer is idle and the write lock cannot be taken (BEGIN IMMEDIATE, then
+//     ROLLBACK) within lockCheckTimeout, say because another process holds it or the file is
+//     read-only.
 func (d *DB) Ping(ctx context.Context) error {
 	d.mu.RLock()
 	closed, queued := d.closed, len(d.requests)
@@ -254,19 +341,43 @@ func (d *DB) Ping(ctx context.Context) error {
 	if queued == cap(d.requests) {
 		return fmt.Errorf("ping: %w: %d requests waiting to be committed", trackapi.ErrUnavailable, queued)
 	}
-	if d.commitFailing.Load() {
+	if failing, failures := d.health.state(); failing {
+		ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
 		if err := d.probeWrite(ctx); err != nil {
-			return fmt.Errorf("ping: %w: the last commit failed and a test write fails too: %v", trackapi.ErrUnavailable, err)
+			return fmt.Errorf("ping: %w: the last commit failed and a test write fails too: %w", trackapi.ErrUnavailable, err)
 		}
-		d.commitFailing.Store(false)
+		d.health.recovered(failures)
 		return nil
 	}
-	tx, err := d.writer.BeginTx(ctx, nil)
+
+	done := d.txDone.Load()
+	if start := d.txStart.Load(); start != 0 {
+		if took := time.Since(time.Unix(0, start)); took > d.opts.stallAfter {
+			return fmt.Errorf("ping: %w: a commit has been running for %v", trackapi.ErrUnavailable, took.Round(time.Millisecond))
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lockCheckTimeout)
+	defer cancel()
+	conn, err := d.writer.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("ping: %w: %v", trackapi.ErrUnavailable, err)
+		// The committer may have taken the writer meanwhile: then the store works as long as the
+		// commits do.
+		if d.txStart.Load() != 0 || d.txDone.Load() != done {
+			if failing, _ := d.health.state(); !failing {
+				return nil
+			}
+		}
+		return fmt.Errorf("ping: %w: the writer connection is busy: %w", trackapi.ErrUnavailable, err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("ping: %w: cannot take the write lock: %w", trackapi.ErrUnavailable, err)
 	}
 	if err := tx.Rollback(); err != nil {
-		return fmt.Errorf("ping: %w: %v", trackapi.ErrUnavailable, err)
+		return fmt.Errorf("ping: %w: %w", trackapi.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -282,15 +393,17 @@ func (d *DB) probeWrite(ctx context.Context) error {
 }
 
 // Close stops accepting events (StoreEvents then fails with trackapi.ErrUnavailable), waits for
-// the committer to commit every request already queued, and closes the database. It is safe to
-// call more than once; later calls return the first call's result.
+// the committer to commit every request already queued, and closes the database; every other
+// method then fails with trackapi.ErrUnavailable too. It is safe to call more than once; later
+// calls return the first call's result.
 func (d *DB) Close() error {
 	d.closeOnce.Do(func() {
 		d.stopAccepting()
 		<-d.done
 		// The reader first, so that the writer is the last connection: it checkpoints the log
 		// into the database file and removes it.
-		d.closeErr = errors.Join(d.insert.Close(), d.reader.Close(), d.writer.Close())
+		d.poolsClosed.Store(true)
+		d.closeErr = errors.Join(d.insert.Close(), d.seqState.Close(), d.reader.Close(), d.writer.Close())
 		if d.closeErr != nil {
 			d.closeErr = fmt.Errorf("close: %w", d.closeErr)
 		}

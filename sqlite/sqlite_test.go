@@ -17,10 +17,13 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/sqlite"
+
+	sqlitedriver "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // schemaVersion is the number of files in migrations/.
-const schemaVersion = 2 // the number of files in migrations/
+const schemaVersion = 3
 
 // commits records what Options.OnCommit reports.
 type commits struct {
@@ -66,22 +69,40 @@ func tempPath(t testing.TB) string {
 
 func newSource(t testing.TB, db *sqlite.DB, site string) trackapi.Source {
 	t.Helper()
-	s, err := db.CreateSource(context.Background(), site, "source of "+site, trackapi.HashKey(trackapi.NewSourceKey()))
-	if err != nil {
-		t.Fatalf("create source: %v", err)
-	}
+	s, _ := newSourceWithKey(t, db, site)
 	return s
 }
 
-// body is the stored JSON of an event; it carries the id, since StoredEvent does not.
+// newSourceWithKey creates a source with a new random key, and returns the key in clear too.
+func newSourceWithKey(t testing.TB, db *sqlite.DB, site string) (trackapi.Source, string) {
+	t.Helper()
+	key := trackapi.NewSourceKey()
+	s, _, err := db.CreateSource(context.Background(), site, "source of "+site,
+		trackapi.SourceKey{Prefix: trackapi.KeyPrefix(key), Hash: trackapi.HashKey(key)})
+	if err != nil {
+		t.Fatalf("create source: %v", err)
+	}
+	return s, key
+}
+
+// body is the stored JSON of an event; it carries the id, so that tests can check that the body
+// stored is the one of the event.
 type body struct {
-	ID  string `json:"id"`
-	Pad string `json:"pad,omitempty"`
+	ID        string `json:"id"`
+	EventName string `json:"event_name,omitempty"`
+	Pad       string `json:"pad,omitempty"`
+}
+
+// eventNameOf is the event name the tests give event id: one of three, so filters have
+// something to select.
+func eventNameOf(id string) string {
+	return []string{"page_view", "search", "add_to_cart"}[int(id[len(id)-1])%3]
 }
 
 func event(source trackapi.Source, id string) trackapi.Event {
-	b, _ := json.Marshal(body{ID: id})
-	return trackapi.Event{SourceID: source.ID, Site: source.Site, EventID: id, ReceivedAt: 1700000000000, Body: b}
+	name := eventNameOf(id)
+	b, _ := json.Marshal(body{ID: id, EventName: name})
+	return trackapi.Event{SourceID: source.ID, Site: source.Site, EventID: id, EventName: name, ReceivedAt: 1700000000000, Body: b}
 }
 
 func events(source trackapi.Source, ids ...string) []trackapi.Event {
@@ -92,33 +113,71 @@ func events(source trackapi.Source, ids ...string) []trackapi.Event {
 	return evs
 }
 
-// export returns what ExportEvents gives for sourceID.
-func export(t testing.TB, db *sqlite.DB, sourceID int64) []trackapi.StoredEvent {
+// readPage is the page size of readAll: small, so that the tests page through the log.
+const readPage = 3
+
+// readAll reads the whole event log that matches filter with ReadEvents, page after page as an
+// export does, and checks the cursor rules on the way: Seq strictly increasing, next the last
+// returned Seq (or after for an empty page), pages no longer than the limit, and the body's id
+// that of EventID (except for events for which a skipBodyCheck returns true).
+func readAll(t testing.TB, db *sqlite.DB, filter trackapi.EventFilter, skipBodyCheck ...func(trackapi.StoredEvent) bool) []trackapi.StoredEvent {
 	t.Helper()
-	var got []trackapi.StoredEvent
-	err := db.ExportEvents(context.Background(), sourceID, func(e trackapi.StoredEvent) error {
-		got = append(got, e)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("export: %v", err)
+	var all []trackapi.StoredEvent
+	after := int64(0)
+	for {
+		page, next, err := db.ReadEvents(context.Background(), after, filter, readPage)
+		if err != nil {
+			t.Fatalf("read events after %d: %v", after, err)
+		}
+		if len(page) > readPage {
+			t.Fatalf("read %d events with limit %d", len(page), readPage)
+		}
+		if len(page) == 0 {
+			if next != after {
+				t.Fatalf("empty page after %d: next = %d, want %d", after, next, after)
+			}
+			return all
+		}
+		for _, e := range page {
+			if e.Seq <= after {
+				t.Fatalf("event seq %d after cursor %d: not strictly increasing", e.Seq, after)
+			}
+			after = e.Seq
+			if len(skipBodyCheck) > 0 && skipBodyCheck[0](e) {
+				continue
+			}
+			var b struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(e.Event, &b); err != nil {
+				t.Fatalf("stored event %s: %v", e.Event, err)
+			}
+			if b.ID != e.EventID {
+				t.Fatalf("event %d: EventID %q, body id %q", e.Seq, e.EventID, b.ID)
+			}
+		}
+		if next != after {
+			t.Fatalf("next = %d, want the last seq %d", next, after)
+		}
+		all = append(all, page...)
 	}
-	return got
 }
 
-// exportedIDs returns the ids of the exported events, in export order.
-func exportedIDs(t testing.TB, db *sqlite.DB, sourceID int64) []string {
+// storedIDs returns the event ids in the log that match filter, in log order.
+func storedIDs(t testing.TB, db *sqlite.DB, filter trackapi.EventFilter) []string {
 	t.Helper()
 	var ids []string
-	for _, e := range export(t, db, sourceID) {
-		var b body
-		if err := json.Unmarshal(e.Event, &b); err != nil {
-			t.Fatalf("exported event %s: %v", e.Event, err)
-		}
-		ids = append(ids, b.ID)
+	for _, e := range readAll(t, db, filter) {
+		ids = append(ids, e.EventID)
 	}
 	return ids
 }
+
+// ofSource is the filter of one source's events.
+func ofSource(id int64) trackapi.EventFilter { return trackapi.EventFilter{SourceID: id} }
+
+// everything is the filter that matches every event.
+var everything = trackapi.EventFilter{}
 
 // rawDB opens path with the plain driver, to look at the file from outside the package.
 func rawDB(t testing.TB, path string) *sql.DB {
@@ -205,7 +264,7 @@ func TestOpenSameFileTwiceAtOnce(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(stored, []bool{false, true}) {
 		t.Fatalf("store through first DB = %v, %v; want [false true]", stored, err)
 	}
-	if ids := exportedIDs(t, dbs[1], 0); !reflect.DeepEqual(ids, []string{"a", "b"}) {
+	if ids := storedIDs(t, dbs[1], everything); !reflect.DeepEqual(ids, []string{"a", "b"}) {
 		t.Fatalf("exported ids = %v", ids)
 	}
 	if v := queryInt(t, rawDB(t, path), "PRAGMA user_version"); v != schemaVersion {
@@ -228,58 +287,6 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if db, err := sqlite.Open(path); err == nil {
 		db.Close()
 		t.Fatal("opened a file with a newer schema")
-	}
-}
-
-func TestSources(t *testing.T) {
-	ctx := context.Background()
-	db := open(t, tempPath(t), sqlite.Options{})
-
-	empty, err := db.Sources(ctx)
-	if err != nil || empty == nil || len(empty) != 0 {
-		t.Fatalf("sources of a new file = %#v, %v; want empty non-nil", empty, err)
-	}
-
-	before := time.Now().Truncate(time.Millisecond)
-	key := trackapi.HashKey("key-1")
-	a, err := db.CreateSource(ctx, "site1", "shop", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := db.CreateSource(ctx, "site2", "blog", trackapi.HashKey("key-2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.ID == 0 || b.ID <= a.ID {
-		t.Fatalf("ids %d, %d: want increasing, non-zero", a.ID, b.ID)
-	}
-	if !a.Active || a.Site != "site1" || a.Name != "shop" || !bytes.Equal(a.KeyHash, key) ||
-		a.CreatedAt.Before(before) || a.CreatedAt.After(time.Now()) {
-		t.Fatalf("created source = %+v", a)
-	}
-	if _, err := db.CreateSource(ctx, "site3", "copy", key); err == nil {
-		t.Fatal("created a second source with the same key hash")
-	}
-
-	if err := db.DeactivateSource(ctx, a.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.DeactivateSource(ctx, a.ID); err != nil {
-		t.Fatalf("deactivate twice: %v", err)
-	}
-	err = db.DeactivateSource(ctx, b.ID+100)
-	if !errors.Is(err, trackapi.ErrNotFound) {
-		t.Fatalf("deactivate unknown id: %v, want ErrNotFound", err)
-	}
-
-	got, err := db.Sources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantA := a
-	wantA.Active = false
-	if !reflect.DeepEqual(got, []trackapi.Source{wantA, b}) {
-		t.Fatalf("sources = %+v\nwant %+v", got, []trackapi.Source{wantA, b})
 	}
 }
 
@@ -307,40 +314,132 @@ func TestStoreEvents(t *testing.T) {
 		t.Fatalf("empty call = %v, %v", stored, err)
 	}
 
-	all := export(t, db, 0)
+	all := readAll(t, db, everything)
 	if len(all) != 4 {
-		t.Fatalf("exported %d events, want 4: %+v", len(all), all)
+		t.Fatalf("read %d events, want 4: %+v", len(all), all)
 	}
-	if ids := exportedIDs(t, db, 0); !reflect.DeepEqual(ids, []string{"a", "b", "a", "c"}) {
-		t.Fatalf("export order = %v, want a b a c (the order of storing)", ids)
+	if ids := storedIDs(t, db, everything); !reflect.DeepEqual(ids, []string{"a", "b", "a", "c"}) {
+		t.Fatalf("log order = %v, want a b a c (the order of storing)", ids)
 	}
 	first := all[0]
 	if first.SourceID != s1.ID || first.Site != "site1" || first.ReceivedAt != 1700000000000 ||
+		first.EventID != "a" || first.EventName != eventNameOf("a") || first.Seq <= 0 ||
 		!bytes.Equal(first.Event, event(s1, "a").Body) {
-		t.Fatalf("first exported event = %+v", first)
+		t.Fatalf("first stored event = %+v", first)
 	}
 	if first.Warnings == nil || len(first.Warnings) != 0 {
 		t.Fatalf("warnings of an event without any = %#v, want empty non-nil", first.Warnings)
 	}
 	if !reflect.DeepEqual(all[2].Warnings, warned.Warnings) || all[2].SourceID != s2.ID {
-		t.Fatalf("warned event exported as %+v, want warnings %+v", all[2], warned.Warnings)
+		t.Fatalf("warned event read as %+v, want warnings %+v", all[2], warned.Warnings)
 	}
-	if ids := exportedIDs(t, db, s1.ID); !reflect.DeepEqual(ids, []string{"a", "b", "c"}) {
-		t.Fatalf("export of source 1 = %v, want a b c", ids)
+	if ids := storedIDs(t, db, ofSource(s1.ID)); !reflect.DeepEqual(ids, []string{"a", "b", "c"}) {
+		t.Fatalf("events of source 1 = %v, want a b c", ids)
 	}
-	if ids := exportedIDs(t, db, s2.ID); !reflect.DeepEqual(ids, []string{"a"}) {
-		t.Fatalf("export of source 2 = %v, want a", ids)
+	if ids := storedIDs(t, db, ofSource(s2.ID)); !reflect.DeepEqual(ids, []string{"a"}) {
+		t.Fatalf("events of source 2 = %v, want a", ids)
 	}
-	if got := export(t, db, s2.ID+100); len(got) != 0 {
-		t.Fatalf("export of an unknown source = %+v", got)
+	if got := readAll(t, db, ofSource(s2.ID+100)); len(got) != 0 {
+		t.Fatalf("events of an unknown source = %+v", got)
+	}
+}
+
+func TestReadEvents(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, tempPath(t), sqlite.Options{})
+	s1 := newSource(t, db, "site1")
+	s2 := newSource(t, db, "site2")
+	var want1, want2 []string
+	for i := range 20 {
+		id := fmt.Sprint("e", i)
+		src := s1
+		if i%4 == 0 {
+			src = s2
+			want2 = append(want2, id)
+		} else {
+			want1 = append(want1, id)
+		}
+		if _, err := db.StoreEvents(ctx, events(src, id)); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	// An error from fn stops the export and comes back.
-	stop := errors.New("stop")
-	calls := 0
-	err = db.ExportEvents(ctx, 0, func(trackapi.StoredEvent) error { calls++; return stop })
-	if !errors.Is(err, stop) || calls != 1 {
-		t.Fatalf("export with failing fn: %v after %d calls", err, calls)
+	// The whole log, one source's events, one event name, and both filters at once, each read
+	// page by page.
+	if got := len(readAll(t, db, everything)); got != 20 {
+		t.Fatalf("read %d events, want 20", got)
+	}
+	if got := storedIDs(t, db, ofSource(s1.ID)); !reflect.DeepEqual(got, want1) {
+		t.Fatalf("events of source 1 = %v, want %v", got, want1)
+	}
+	if got := storedIDs(t, db, ofSource(s2.ID)); !reflect.DeepEqual(got, want2) {
+		t.Fatalf("events of source 2 = %v, want %v", got, want2)
+	}
+	for _, name := range []string{"page_view", "search", "add_to_cart"} {
+		var wantAll, wantS1 []string
+		for _, id := range storedIDs(t, db, everything) {
+			if eventNameOf(id) == name {
+				wantAll = append(wantAll, id)
+			}
+		}
+		for _, id := range want1 {
+			if eventNameOf(id) == name {
+				wantS1 = append(wantS1, id)
+			}
+		}
+		if got := storedIDs(t, db, trackapi.EventFilter{EventName: name}); !reflect.DeepEqual(got, wantAll) || len(got) == 0 {
+			t.Fatalf("events named %s = %v, want %v", name, got, wantAll)
+		}
+		got := storedIDs(t, db, trackapi.EventFilter{SourceID: s1.ID, EventName: name})
+		if !reflect.DeepEqual(got, wantS1) {
+			t.Fatalf("events of source 1 named %s = %v, want %v", name, got, wantS1)
+		}
+	}
+	if got := readAll(t, db, trackapi.EventFilter{EventName: "no_such_event"}); len(got) != 0 {
+		t.Fatalf("events of an unknown name = %+v", got)
+	}
+
+	// A cursor in the middle, and past the end.
+	all := readAll(t, db, everything)
+	page, next, err := db.ReadEvents(ctx, all[9].Seq, everything, 5)
+	if err != nil || len(page) != 5 || page[0].Seq != all[10].Seq || next != all[14].Seq {
+		t.Fatalf("page after the 10th event = %d events, next %d, %v; want 5 from seq %d, next %d",
+			len(page), next, err, all[10].Seq, all[14].Seq)
+	}
+	page, next, err = db.ReadEvents(ctx, all[19].Seq, everything, 5)
+	if err != nil || len(page) != 0 || next != all[19].Seq {
+		t.Fatalf("page after the last event = %+v, next %d, %v; want none, next %d", page, next, err, all[19].Seq)
+	}
+
+	// A limit below 1 would read nothing for ever: it is refused, and not as a retryable error.
+	for _, limit := range []int{0, -1} {
+		page, next, err := db.ReadEvents(ctx, 0, everything, limit)
+		if err == nil || errors.Is(err, trackapi.ErrUnavailable) || len(page) != 0 || next != 0 {
+			t.Fatalf("limit %d: %d events, next %d, %v; want a permanent error", limit, len(page), next, err)
+		}
+	}
+}
+
+// TestReadEventsStreamsInSeqOrder checks the plan of ReadEvents' query: a range scan of the table
+// from the cursor, in seq order, with no sort, whatever the filter. A sort would read every row
+// after the cursor (of a source, with its index) before returning the first.
+func TestReadEventsStreamsInSeqOrder(t *testing.T) {
+	db := open(t, tempPath(t), sqlite.Options{})
+	src := newSource(t, db, "site1")
+	if _, err := db.StoreEvents(context.Background(), events(src, "a", "b", "c")); err != nil {
+		t.Fatal(err)
+	}
+	for _, filter := range []trackapi.EventFilter{
+		everything,
+		{SourceID: src.ID},
+		{EventName: "search"},
+		{SourceID: src.ID, EventName: "search"},
+	} {
+		plan := sqlite.ReadEventsPlan(t, db, 1, filter, 100)
+		text := strings.Join(plan, "; ")
+		if len(plan) != 1 || !strings.Contains(text, "INTEGER PRIMARY KEY (rowid>?)") || strings.Contains(text, "TEMP B-TREE") {
+			t.Fatalf("plan with filter %+v: %q; want one range scan on seq and no sort", filter, text)
+		}
 	}
 }
 
@@ -384,7 +483,7 @@ func TestStoreEventsRejectsInvalidEventsAlone(t *testing.T) {
 	if stored, err := waitGood2(); err != nil || !reflect.DeepEqual(stored, []bool{true}) {
 		t.Fatalf("good request 2 = %v, %v", stored, err)
 	}
-	if ids := exportedIDs(t, db, 0); !reflect.DeepEqual(ids, []string{"good-1", "good-2"}) {
+	if ids := storedIDs(t, db, everything); !reflect.DeepEqual(ids, []string{"good-1", "good-2"}) {
 		t.Fatalf("stored ids = %v, want good-1 good-2", ids)
 	}
 	if c.maxRequests.Load() < 2 {
@@ -428,7 +527,7 @@ func TestStoreEventsGroupsWaitingRequests(t *testing.T) {
 	if g, r := c.groups.Load(), c.requests.Load(); g > 2 || r != n {
 		t.Fatalf("%d transactions for %d requests, want at most 2 for %d", g, r, n)
 	}
-	if got := len(export(t, db, 0)); got != n+1 {
+	if got := len(readAll(t, db, everything)); got != n+1 {
 		t.Fatalf("exported %d events, want %d", got, n+1)
 	}
 }
@@ -484,7 +583,7 @@ func TestStoreEventsConcurrent(t *testing.T) {
 		t.Fatalf("%d events reported stored, want %d (the distinct ids)", n, distinct)
 	}
 	seen := map[string]int{}
-	for _, id := range exportedIDs(t, db, 0) {
+	for _, id := range storedIDs(t, db, everything) {
 		seen[id]++
 	}
 	if len(seen) != distinct {
@@ -620,7 +719,7 @@ func TestCloseDrainsQueuedRequests(t *testing.T) {
 	}
 
 	db = open(t, path, sqlite.Options{})
-	if got := len(export(t, db, 0)); got != n {
+	if got := len(readAll(t, db, everything)); got != n {
 		t.Fatalf("%d events in the file after reopening, want %d", got, n)
 	}
 }
@@ -687,7 +786,7 @@ func TestCloseWhileStoring(t *testing.T) {
 
 	// Every call that succeeded is in the file, and nothing else: a refused call stored nothing.
 	db = open(t, path, sqlite.Options{})
-	got := exportedIDs(t, db, 0)
+	got := storedIDs(t, db, everything)
 	if len(got) != len(committed) {
 		t.Fatalf("%d events in the file, %d reported committed", len(got), len(committed))
 	}
@@ -729,14 +828,15 @@ func TestCommitFailureIsUnavailableAndRecovers(t *testing.T) {
 	}
 	for attempt := range 2 { // the fault persists: each group fails again
 		_, err := db.StoreEvents(ctx, batch)
-		if !errors.Is(err, trackapi.ErrUnavailable) {
-			t.Fatalf("attempt %d with a full database: %v, want ErrUnavailable", attempt, err)
+		var e *sqlitedriver.Error
+		if !errors.Is(err, trackapi.ErrUnavailable) || !errors.As(err, &e) || e.Code()&0xff != sqlite3.SQLITE_FULL {
+			t.Fatalf("attempt %d with a full database: %v, want ErrUnavailable wrapping SQLITE_FULL", attempt, err)
 		}
 	}
 	if n := c.failures.Load(); n != 2 {
 		t.Fatalf("OnCommit saw %d failed transactions, want 2", n)
 	}
-	if got := export(t, db, 0); len(got) != 0 {
+	if got := readAll(t, db, everything); len(got) != 0 {
 		t.Fatalf("%d events stored by failed transactions", len(got))
 	}
 	// Readiness follows: while the fault lasts, Ping's test write fails too.
@@ -761,7 +861,7 @@ func TestCommitFailureIsUnavailableAndRecovers(t *testing.T) {
 			t.Fatalf("event %d reported duplicate after a failed transaction", i)
 		}
 	}
-	if got := len(export(t, db, 0)); got != len(batch) {
+	if got := len(readAll(t, db, everything)); got != len(batch) {
 		t.Fatalf("%d events exported, want %d", got, len(batch))
 	}
 }
@@ -784,16 +884,146 @@ func TestPing(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	if err := db.Ping(short); !errors.Is(err, trackapi.ErrUnavailable) {
+	// Ping bounds its wait for the lock itself (not busy_timeout's 5 s), with no deadline given.
+	start := time.Now()
+	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
 		t.Fatalf("ping while another connection writes: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("ping while another connection writes took %v, want well under a second", took)
 	}
 	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Ping(ctx); err != nil {
 		t.Fatalf("ping after the lock is gone: %v", err)
+	}
+}
+
+// holdCommits returns Options whose committer, once armed, stops inside its next transaction
+// (holding the writer and the write lock) until released; entered receives when it got there.
+// Release is also called when the test ends, before the DB opened after it is closed.
+func holdCommits(t *testing.T) (opts sqlite.Options, arm func(), entered <-chan struct{}, release func()) {
+	var armed atomic.Bool
+	in := make(chan struct{}, 1)
+	hold := make(chan struct{})
+	opts = sqlite.WithInTransaction(sqlite.Options{}, func() {
+		if armed.CompareAndSwap(true, false) {
+			in <- struct{}{}
+			<-hold
+		}
+	})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	return opts, func() { armed.Store(true) }, in, release
+}
+
+// TestPingWhileCommitting checks that readiness does not wait behind a commit: the committer
+// holds the writer connection for the whole transaction, and a Ping that took the write lock
+// itself would wait until it ends (for a big group on a slow disk, seconds).
+func TestPingWhileCommitting(t *testing.T) {
+	ctx := context.Background()
+	opts, arm, entered, release := holdCommits(t)
+	db := open(t, tempPath(t), opts)
+	t.Cleanup(release) // before the Close registered by open
+	src := newSource(t, db, "site1")
+
+	arm()
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.StoreEvents(ctx, events(src, "slow"))
+		done <- err
+	}()
+	<-entered
+	// More requests wait behind the long transaction, as under load.
+	var waits []func() ([]bool, error)
+	for i := range 10 {
+		wait, err := sqlite.Enqueue(ctx, db, events(src, fmt.Sprint("queued-", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, wait)
+	}
+	for range 3 {
+		// A deadline, so that a Ping that waits for the commit fails rather than hangs.
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		start := time.Now()
+		err := db.Ping(pingCtx)
+		cancel()
+		if took := time.Since(start); err != nil || took > 500*time.Millisecond {
+			t.Fatalf("ping during a commit: %v after %v; want success within 500ms", err, took)
+		}
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("the held commit: %v", err)
+	}
+	for _, wait := range waits {
+		if _, err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping once idle: %v", err)
+	}
+}
+
+// TestPingStalledCommit checks the limit of "a busy committer is a working store": a transaction
+// that runs far longer than any should (a hung disk) makes readiness fail.
+func TestPingStalledCommit(t *testing.T) {
+	ctx := context.Background()
+	opts, arm, entered, release := holdCommits(t)
+	db := open(t, tempPath(t), sqlite.WithStallAfter(opts, 100*time.Millisecond))
+	t.Cleanup(release)
+	src := newSource(t, db, "site1")
+
+	arm()
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.StoreEvents(ctx, events(src, "stalled"))
+		done <- err
+	}()
+	<-entered
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping at the start of a commit: %v", err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("ping during a stalled commit: %v, want ErrUnavailable", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping once the commit ended: %v", err)
+	}
+}
+
+// TestPingProbeIsBounded checks that the test write after a failed commit does not wait for the
+// writer for ever: here something else holds it, and Ping answers within its probe bound.
+func TestPingProbeIsBounded(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, tempPath(t), sqlite.Options{})
+	src := newSource(t, db, "site1")
+	limit := sqlite.WriterPragma(t, db, "max_page_count")
+	sqlite.WriterPragma(t, db, fmt.Sprint("max_page_count = ", sqlite.WriterPragma(t, db, "page_count")))
+	if _, err := db.StoreEvents(ctx, paddedEvents(src, "e", 100)); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("store into a full database: %v, want ErrUnavailable", err)
+	}
+
+	release := sqlite.HoldWriter(t, db)
+	start := time.Now()
+	if err := db.Ping(ctx); !errors.Is(err, trackapi.ErrUnavailable) {
+		t.Fatalf("ping after a failed commit, writer held: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("ping after a failed commit, writer held, took %v; want about a second at most", took)
+	}
+	release()
+	sqlite.WriterPragma(t, db, fmt.Sprint("max_page_count = ", limit))
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("ping after the fault cleared: %v", err)
 	}
 }
 
