@@ -88,7 +88,7 @@ unit:
 fuzz:
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
-	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzWalkers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
+	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzWalkers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 
 tools: $(OASDIFF) $(SPECTRAL)
 
