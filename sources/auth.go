@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trackapi/trackapi"
@@ -90,7 +91,9 @@ func (s *Service) authenticate(ctx context.Context, site, key string) (Auth, err
 	case entry.source.Site != site:
 		auth.Reason = ReasonSiteMismatch
 	default:
-		s.lastUsed.used(entry.key.ID, now, s.store, s.log)
+		if sec := now.Unix(); entry.noted.Swap(sec) != sec {
+			s.lastUsed.used(entry.key.ID, now, s.store, s.log)
+		}
 	}
 	return auth, nil
 }
@@ -105,7 +108,7 @@ func (s *Service) fetch(ctx context.Context, hash []byte) (cachedKey, error) {
 	if err != nil {
 		return cachedKey{}, err
 	}
-	return cachedKey{key: key, source: src}, nil
+	return cachedKey{key: key, source: src, noted: new(atomic.Int64)}, nil
 }
 
 // reloadIfStale replaces the copy of the live keys when it is older than ReloadEvery. One request
@@ -133,7 +136,11 @@ func (s *Service) reloadIfStale(ctx context.Context, now time.Time) {
 	byHash := make(map[string]cachedKey, len(keys))
 	for _, k := range keys {
 		if src, ok := byID[k.SourceID]; ok {
-			byHash[string(k.Hash)] = cachedKey{key: k, source: src}
+			noted := new(atomic.Int64)
+			if old, ok := s.cache.lookup(k.Hash); ok {
+				noted = old.noted
+			}
+			byHash[string(k.Hash)] = cachedKey{key: k, source: src, noted: noted}
 		}
 	}
 	s.cache.replace(byHash, now)
@@ -143,6 +150,10 @@ func (s *Service) reloadIfStale(ctx context.Context, now time.Time) {
 type cachedKey struct {
 	key    trackapi.SourceKey
 	source trackapi.Source
+	// noted is the second (Unix time) of the last use handed to the last-used tracker, shared by
+	// the copies of this entry, so that busy keys take the tracker's lock once a second rather
+	// than on every request.
+	noted *atomic.Int64
 }
 
 // keyCache is the in-memory copy of the keys, by hash.
