@@ -77,10 +77,11 @@ type Envelope struct {
 	Site       string          `json:"site"`
 	ReceivedAt int64           `json:"received_at"` // epoch milliseconds
 	Event      json.RawMessage `json:"event"`
-	// Seq and EventID are the event's place in the event log and its id, for the engine and the
-	// sinks that need them (a Kafka header, the forward sink); not part of the JSON.
-	Seq     int64  `json:"-"`
-	EventID string `json:"-"`
+	// Seq, EventID and EventName are the event's place in the event log, its id and its name, for
+	// the engine and the sinks that need them (a Kafka header, the forward sink); not in the JSON.
+	Seq       int64  `json:"-"`
+	EventID   string `json:"-"`
+	EventName string `json:"-"`
 }
 
 // Sink sends batches of envelopes to one destination. The delivery engine owns retries, dead
