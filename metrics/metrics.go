@@ -27,6 +27,13 @@ type Metrics struct {
 	auths          *prometheus.CounterVec
 	authOK         prometheus.Counter // auths{result="ok"}, resolved once: it is counted on every request
 	keyLookups     *prometheus.CounterVec
+
+	deliveries    *prometheus.CounterVec
+	lagEvents     *prometheus.GaugeVec
+	lagSeconds    *prometheus.GaugeVec
+	retryRows     *prometheus.GaugeVec
+	circuitOpen   *prometheus.GaugeVec
+	retentionGone *prometheus.CounterVec
 }
 
 // New makes the collectors and registers them, with the Go runtime and process collectors, on a
@@ -76,9 +83,34 @@ func New() *Metrics {
 			Help: "Store lookups of keys missing from the in-memory copy, by whether the store knew them; unknown keys are then remembered briefly, so a flood of bad keys costs few lookups.",
 		}, []string{"found"}),
 	}
+	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trackapi_delivery_events_total",
+		Help: "Events settled for a destination, by outcome: delivered, delivered_after_retry, retried (a failed attempt that will be retried), rejected, failed (retry budget spent), expired (left the log by retention first), filtered_consent, filtered_condition.",
+	}, []string{"destination", "outcome"})
+	m.lagEvents = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trackapi_delivery_lag_events",
+		Help: "Stored events a destination has not reached yet (after its cursor).",
+	}, []string{"destination"})
+	m.lagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trackapi_delivery_lag_seconds",
+		Help: "Age of the oldest stored event a destination has not reached yet; 0 when it is caught up.",
+	}, []string{"destination"})
+	m.retryRows = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trackapi_delivery_retry_queue",
+		Help: "Events of a destination waiting in the retry table.",
+	}, []string{"destination"})
+	m.circuitOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trackapi_delivery_circuit_open",
+		Help: "1 while a destination's circuit is open (it failed every attempt lately; its cursor waits and the oldest retry probes), else 0.",
+	}, []string{"destination"})
+	m.retentionGone = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trackapi_retention_events_total",
+		Help: "Events removed by retention: deleted (all of them), and expired (those a destination had not settled yet, counted once per such destination).",
+	}, []string{"outcome"})
 	m.authOK = m.auths.WithLabelValues("ok")
 	m.registry.MustRegister(m.requests, m.events, m.requestSeconds, m.bodyBytes, m.commitSeconds,
 		m.groupRequests, m.groupEvents, m.auths, m.keyLookups,
+		m.deliveries, m.lagEvents, m.lagSeconds, m.retryRows, m.circuitOpen, m.retentionGone,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -144,4 +176,29 @@ func (m *Metrics) ObserveAuth(reason string) {
 // OnLookup hook.
 func (m *Metrics) ObserveKeyLookup(found bool) {
 	m.keyLookups.WithLabelValues(strconv.FormatBool(found)).Inc()
+}
+
+// ObserveDelivery counts settled events of a destination; its signature is the delivery
+// engine's Observer.Attempts.
+func (m *Metrics) ObserveDelivery(destination, outcome string, n int) {
+	m.deliveries.WithLabelValues(destination, outcome).Add(float64(n))
+}
+
+// ObserveDestination sets a destination's gauges; its signature is the delivery engine's
+// Observer.State.
+func (m *Metrics) ObserveDestination(destination string, lagEvents int64, lagSeconds float64, retries int64, circuitOpen bool) {
+	m.lagEvents.WithLabelValues(destination).Set(float64(lagEvents))
+	m.lagSeconds.WithLabelValues(destination).Set(lagSeconds)
+	m.retryRows.WithLabelValues(destination).Set(float64(retries))
+	open := 0.0
+	if circuitOpen {
+		open = 1
+	}
+	m.circuitOpen.WithLabelValues(destination).Set(open)
+}
+
+// ObserveRetention counts what one retention pass removed.
+func (m *Metrics) ObserveRetention(deleted, expired int64) {
+	m.retentionGone.WithLabelValues("deleted").Add(float64(deleted))
+	m.retentionGone.WithLabelValues("expired").Add(float64(expired))
 }

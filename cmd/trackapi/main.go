@@ -23,7 +23,10 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the collect server on the embedded SQLite store."`
 	Sources sourcesCmd `cmd:"" help:"Create, list, deactivate sources and rotate their keys."`
 	Events  eventsCmd  `cmd:"" help:"Read stored events."`
-	Send    sendCmd    `cmd:"" help:"Bulk import of NDJSON events through the partners' client."`
+
+	Destinations destinationsCmd `cmd:"" help:"Route stored events to webhooks, other collectors, Kafka or files."`
+	DeadLetters  deadLettersCmd  `cmd:"" name:"dead-letters" help:"List and replay the events a destination did not take."`
+	Send         sendCmd         `cmd:"" help:"Bulk import of NDJSON events through the partners' client."`
 }
 
 // dataFlag is the --data flag of every command that works on a data directory.
