@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/trackapi/trackapi/deliver"
 	"github.com/trackapi/trackapi/ingest"
 	"github.com/trackapi/trackapi/metrics"
 	"github.com/trackapi/trackapi/server"
@@ -37,6 +40,9 @@ type serveCmd struct {
 	dataFlag
 	Addr     string `default:":8080" help:"Address to listen on."`
 	LogLevel string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error."`
+	// Retention bounds the disk: events older than this are deleted once every destination has
+	// settled them (those still unsettled are counted expired, never dropped silently).
+	Retention days `default:"7d" help:"Delete stored events older than this (e.g. 7d, 36h); unsettled ones are counted expired."`
 }
 
 // Run wires the store, the source service, the event rules and the HTTP server, serves until
@@ -47,12 +53,32 @@ func (c *serveCmd) Run(env *runEnv) error {
 		return err
 	}
 	tuneGC()
+	if c.Retention <= 0 {
+		return usageError{fmt.Errorf("--retention must be positive")}
+	}
 	m := metrics.New()
-	db, err := openStore(c.Data, true, sqlite.Options{OnCommit: m.ObserveCommit})
+	// The delivery engine is woken after every commit of events; it is made once the store is
+	// open, so the hook reaches it through a pointer.
+	var engine atomic.Pointer[deliver.Engine]
+	onCommit := func(requests, events int, took time.Duration, err error) {
+		m.ObserveCommit(requests, events, took, err)
+		if e := engine.Load(); e != nil && err == nil {
+			e.Notify()
+		}
+	}
+	db, err := openStore(c.Data, true, sqlite.Options{OnCommit: onCommit})
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	delivery, err := deliver.New(deliver.Config{
+		Store: db, Log: db, Sinks: sinkFactories(log), Logger: log,
+		Observer: deliver.Observer{Attempts: m.ObserveDelivery, State: m.ObserveDestination},
+	})
+	if err != nil {
+		return err
+	}
+	engine.Store(delivery)
 	keys := sources.New(db, sources.Options{Logger: log, OnAuthenticate: m.ObserveAuth, OnLookup: m.ObserveKeyLookup})
 	defer keys.Close(context.Background())
 
@@ -88,6 +114,15 @@ func (c *serveCmd) Run(env *runEnv) error {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
+	// Delivery and retention run until the HTTP server has drained, so that events acknowledged
+	// during the drain are still routed; then the workers settle what they sent.
+	background, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	var running sync.WaitGroup
+	running.Go(func() { _ = delivery.Run(background) })
+	running.Go(func() {
+		deliver.Retention{Store: db, Keep: time.Duration(c.Retention), Observe: m.ObserveRetention, Logger: log}.Run(background)
+	})
 	log.Info("listening", "addr", ln.Addr().String(), "data", c.Data)
 
 	select {
@@ -103,6 +138,9 @@ func (c *serveCmd) Run(env *runEnv) error {
 	if err := httpServer.Shutdown(drainCtx); err != nil {
 		log.Error("draining did not finish in time", "err", err)
 	}
+	log.Info("shutting down: letting deliveries in flight settle")
+	stopBackground()
+	running.Wait()
 	if err := keys.Close(drainCtx); err != nil {
 		log.Warn("writing when source keys were last used failed", "err", err)
 	}
