@@ -21,6 +21,8 @@ type destinationsCmd struct {
 	Pause  destinationsPauseCmd  `cmd:"" help:"Stop delivering to a destination; its events wait in the log."`
 	Resume destinationsResumeCmd `cmd:"" help:"Deliver to a paused destination again, from where it stopped."`
 	Delete destinationsDeleteCmd `cmd:"" help:"Delete a destination with its delivery state (retries, dead letters, stats)."`
+
+	RotateSecret destinationsRotateSecretCmd `cmd:"" name:"rotate-secret" help:"Give a webhook destination a new signing secret (printed once on stderr); requests are signed with both until the previous one expires."`
 }
 
 type destinationsCreateCmd struct {
@@ -204,6 +206,61 @@ func (c *destinationIDCmd) setStatus(env *runEnv, status string) error {
 	d.Status = status
 	_, err = db.UpdateDestination(env.ctx, d)
 	return err
+}
+
+type destinationsRotateSecretCmd struct {
+	destinationIDCmd
+	ExpirePreviousIn time.Duration `default:"24h" placeholder:"DURATION" help:"How long the previous secret keeps signing too: 0 (at once) to 168h (7 days)."`
+}
+
+// maxSecretOverlap bounds how long a replaced signing secret still signs, as for source keys.
+const maxSecretOverlap = 7 * 24 * time.Hour
+
+func (c *destinationsRotateSecretCmd) Run(env *runEnv) error {
+	if c.ExpirePreviousIn < 0 || c.ExpirePreviousIn > maxSecretOverlap {
+		return usageError{fmt.Errorf("--expire-previous-in must be between 0 and %s", maxSecretOverlap)}
+	}
+	db, err := openStore(c.Data, false, sqlite.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	d, err := db.Destination(env.ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if d.Type != trackapi.DestinationWebhook {
+		return fmt.Errorf("destination %d is a %s destination; only webhooks are signed", d.ID, d.Type)
+	}
+	secret, err := webhook.NewSecret()
+	if err != nil {
+		return err
+	}
+	d.Config.Secrets = rotateSecrets(d.Config.Secrets, secret, time.Now(), c.ExpirePreviousIn)
+	if _, err := db.UpdateDestination(env.ctx, d); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stderr, "new signing secret of destination %d (shown only this once): %s\n", d.ID, secret)
+	return nil
+}
+
+// rotateSecrets puts secret first and makes the previous secrets expire after overlap at the
+// latest; secrets already expired are dropped.
+func rotateSecrets(old []trackapi.SigningSecret, secret string, now time.Time, overlap time.Duration) []trackapi.SigningSecret {
+	out := []trackapi.SigningSecret{{Secret: secret}}
+	expires := now.Add(overlap)
+	for _, s := range old {
+		if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
+			continue
+		}
+		if s.ExpiresAt.IsZero() || s.ExpiresAt.After(expires) {
+			s.ExpiresAt = expires
+		}
+		if s.ExpiresAt.After(now) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 type destinationsDeleteCmd struct{ destinationIDCmd }

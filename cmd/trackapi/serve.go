@@ -43,6 +43,11 @@ type serveCmd struct {
 	// Retention bounds the disk: events older than this are deleted once every destination has
 	// settled them (those still unsettled are counted expired, never dropped silently).
 	Retention days `default:"7d" help:"Delete stored events older than this (e.g. 7d, 36h); unsettled ones are counted expired."`
+	// The retry policy of every destination; the defaults suit production, tests shorten them.
+	DeliveryTimeout    time.Duration `default:"10s" help:"Time one delivery attempt may take."`
+	DeliveryBackoff    time.Duration `default:"5s" help:"Wait before the first retry; it doubles at each failure, with full jitter."`
+	DeliveryBackoffMax time.Duration `default:"5m" help:"Longest wait between retries."`
+	DeliveryGiveUp     time.Duration `default:"4h" help:"Give up on an event (dead letter 'failed') this long after its first failure, once it had 3 attempts."`
 }
 
 // Run wires the store, the source service, the event rules and the HTTP server, serves until
@@ -73,6 +78,8 @@ func (c *serveCmd) Run(env *runEnv) error {
 	defer db.Close()
 	delivery, err := deliver.New(deliver.Config{
 		Store: db, Log: db, Sinks: sinkFactories(log), Logger: log,
+		Policy: deliver.Policy{AttemptTimeout: c.DeliveryTimeout, BackoffBase: c.DeliveryBackoff,
+			BackoffMax: c.DeliveryBackoffMax, GiveUpAfter: c.DeliveryGiveUp},
 		Observer: deliver.Observer{Attempts: m.ObserveDelivery, State: m.ObserveDestination},
 	})
 	if err != nil {
