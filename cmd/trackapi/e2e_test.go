@@ -79,8 +79,14 @@ var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
 // startServer runs the binary on a free port of 127.0.0.1 and waits until it listens.
 func startServer(t *testing.T, data string) *process {
 	t.Helper()
+	return startServerWith(t, data, "--addr", "127.0.0.1:0")
+}
+
+// startServerWith starts `trackapi serve --data data` with more flags (--addr among them).
+func startServerWith(t *testing.T, data string, flags ...string) *process {
+	t.Helper()
 	p := &process{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary, "serve", "--addr", "127.0.0.1:0", "--data", data)
+	p.cmd = exec.Command(binary, append([]string{"serve", "--data", data}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
