@@ -41,6 +41,11 @@ import (
 // every request.
 const MaxBodyBytes = 512000
 
+// DefaultBatchSize is the batch size for a destination that sets none (trackapi.Destination's
+// "0: the sink's default"): 100 events of the usual few hundred bytes make one request of tens of
+// KB, few enough that a receiver answers well within DefaultTimeout; Deliver splits larger ones.
+const DefaultBatchSize = 100
+
 // DefaultTimeout is the longest one request may take when the caller's context allows longer: the
 // Standard Webhooks spec recommends 15 to 30 s for receivers to answer.
 const DefaultTimeout = 30 * time.Second
@@ -152,7 +157,7 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 	}
 	t.Proxy = nil
 	t.DialContext = dialer.DialContext
-	t.Dial, t.DialTLS, t.DialTLSContext = nil, nil, nil //nolint:staticcheck // cleared, so that every connection goes through dialer
+	t.Dial, t.DialTLS, t.DialTLSContext = nil, nil, nil // every connection goes through dialer
 	t.ForceAttemptHTTP2 = true                          // a custom DialContext turns HTTP/2 off otherwise
 	t.MaxResponseHeaderBytes = responseReadLimit
 
