@@ -3,6 +3,9 @@ package trackapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -82,6 +85,35 @@ type Envelope struct {
 	Seq       int64  `json:"-"`
 	EventID   string `json:"-"`
 	EventName string `json:"-"`
+}
+
+// AppendJSON appends the envelope's JSON to b: the keys of its json tags in their order, and the
+// event byte for byte as stored. json.Marshal would compact the event and escape <, > and & in
+// it, so that a receiver would not get what the sender sent; every sink writes envelopes with
+// this instead. It fails when the event is not valid JSON.
+func (e Envelope) AppendJSON(b []byte) ([]byte, error) {
+	if !json.Valid(e.Event) {
+		return nil, errors.New("envelope: the event is not valid JSON")
+	}
+	id, err := json.Marshal(e.ID)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: encode id: %w", err)
+	}
+	site, err := json.Marshal(e.Site)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: encode site: %w", err)
+	}
+	b = append(b, `{"id":`...)
+	b = append(b, id...)
+	b = append(b, `,"source_id":`...)
+	b = strconv.AppendInt(b, e.SourceID, 10)
+	b = append(b, `,"site":`...)
+	b = append(b, site...)
+	b = append(b, `,"received_at":`...)
+	b = strconv.AppendInt(b, e.ReceivedAt, 10)
+	b = append(b, `,"event":`...)
+	b = append(b, e.Event...)
+	return append(b, '}'), nil
 }
 
 // Sink sends batches of envelopes to one destination. The delivery engine owns retries, dead

@@ -63,3 +63,27 @@ func TestEventIDRule(t *testing.T) {
 		}
 	}
 }
+
+// An envelope's JSON carries the event byte for byte (json.Marshal would compact it and escape
+// <, > and &), and for a compact event without those it is what json.Marshal gives.
+func TestEnvelopeJSON(t *testing.T) {
+	env := trackapi.Envelope{ID: "2:e-1", SourceID: 2, Site: "shop", ReceivedAt: 1700000000000,
+		Event: json.RawMessage(`{"event_name":"x","page":{"title":"<A & B>"}, "n": 1.50}`)}
+	got, err := env.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"id":"2:e-1","source_id":2,"site":"shop","received_at":1700000000000,"event":{"event_name":"x","page":{"title":"<A & B>"}, "n": 1.50}}`
+	if string(got) != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	env.Event = json.RawMessage(`{"event_name":"x"}`)
+	got, _ = env.AppendJSON(nil)
+	if std, _ := json.Marshal(env); string(got) != string(std) {
+		t.Errorf("AppendJSON %s, json.Marshal %s", got, std)
+	}
+	env.Event = json.RawMessage(`{"broken"`)
+	if _, err := env.AppendJSON(nil); err == nil {
+		t.Error("an invalid event was encoded")
+	}
+}

@@ -18,7 +18,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -233,32 +232,9 @@ func (s *Sink) Close() error {
 	return nil
 }
 
-// encodeEnvelope writes e with trackapi.Envelope's JSON keys, in its order, and its event verbatim.
+// encodeEnvelope is the envelope's exact JSON (trackapi.Envelope.AppendJSON).
 func encodeEnvelope(e trackapi.Envelope) ([]byte, error) {
-	if !json.Valid(e.Event) {
-		return nil, errors.New("the event is not valid JSON")
-	}
-	id, err := json.Marshal(e.ID)
-	if err != nil {
-		return nil, fmt.Errorf("encode id: %w", err)
-	}
-	site, err := json.Marshal(e.Site)
-	if err != nil {
-		return nil, fmt.Errorf("encode site: %w", err)
-	}
-	b := make([]byte, 0, len(e.Event)+len(id)+len(site)+96)
-	b = append(b, `{"id":`...)
-	b = append(b, id...)
-	b = append(b, `,"source_id":`...)
-	b = strconv.AppendInt(b, e.SourceID, 10)
-	b = append(b, `,"site":`...)
-	b = append(b, site...)
-	b = append(b, `,"received_at":`...)
-	b = strconv.AppendInt(b, e.ReceivedAt, 10)
-	b = append(b, `,"event":`...)
-	b = append(b, e.Event...)
-	b = append(b, '}')
-	return b, nil
+	return e.AppendJSON(make([]byte, 0, len(e.Event)+128))
 }
 
 // messageID is the webhook-id of a request carrying batch[idx]: "msg_" and the hex SHA-256 of the
