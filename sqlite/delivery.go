@@ -672,6 +672,15 @@ WHERE id = ?`, g.count, g.first, g.last, string(encoded), id); err != nil {
 	return nil
 }
 
+// dueRetriesQuery is DueRetries' query. INDEXED BY, because the planner otherwise walks the
+// primary key in seq order, which needs no sort but reads every row still backing off, however
+// few are due.
+const dueRetriesQuery = `SELECT seq, attempt, first_failed_at, next_at, reason, error FROM delivery_retries
+WHERE destination_id = :dest AND seq IN
+	(SELECT seq FROM delivery_retries INDEXED BY delivery_retries_due
+	WHERE destination_id = :dest AND next_at <= :now ORDER BY seq LIMIT :limit)
+ORDER BY seq`
+
 // DueRetries returns up to limit retries of a destination whose NextAt is not after now, oldest
 // seq first. The due rows are found on the (destination_id, next_at) index, which holds their
 // seqs too: a destination with many retries still backing off costs nothing here, and one with
@@ -683,10 +692,8 @@ func (d *DB) DueRetries(ctx context.Context, destinationID int64, now time.Time,
 	if limit < 1 {
 		return nil, fmt.Errorf("%s: limit %d, want at least 1", op, limit)
 	}
-	rows, err := d.reader.QueryContext(ctx, `SELECT seq, attempt, first_failed_at, next_at, reason, error FROM delivery_retries
-WHERE destination_id = :dest AND seq IN
-	(SELECT seq FROM delivery_retries INDEXED BY delivery_retries_due WHERE destination_id = :dest AND next_at <= :now ORDER BY seq LIMIT :limit)
-ORDER BY seq`, sql.Named("dest", destinationID), sql.Named("now", now.UnixMilli()), sql.Named("limit", limit))
+	rows, err := d.reader.QueryContext(ctx, dueRetriesQuery,
+		sql.Named("dest", destinationID), sql.Named("now", now.UnixMilli()), sql.Named("limit", limit))
 	if err != nil {
 		return nil, d.classify(op, err)
 	}
