@@ -1013,8 +1013,11 @@ WHERE i.id = ? AND i.destination_id = ? ORDER BY s.at DESC, s.rowid DESC`, issue
 // destination's sources (any source when it has none; an event of a source the destination does
 // not take was never its to deliver). A limit below 1 is an error.
 //
-// The cost of a call is bounded by limit, not by the size of the log: events are examined in seq
-// order from the oldest, and at most limit + max(limit, 1000) of them, as there is no index on
+// The cost of a call is bounded by limit, not by the size of the log, and limit is also how long
+// commits of events may wait, as the call holds the writer. (Measured with 1,000,000 events and
+// five destinations behind: limit 10,000 took about 0.2 s, limit 1,000 under 0.1 s, and a call
+// with limit 10,000 that found nothing to delete about 10 ms.) Events are examined in seq order
+// from the oldest, and at most limit + max(limit, 1000) of them, as there is no index on
 // received_at (it would cost every commit of events one more B-tree to write). Seq order is
 // receive order but for the few milliseconds a commit takes, or a clock stepped back: an event
 // received before `before` that sits behind more than that many newer ones waits for a later
