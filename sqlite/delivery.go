@@ -1040,7 +1040,6 @@ func (d *DB) DeleteExpiredEvents(ctx context.Context, before, statsBefore, now t
 	expired := map[int64]int64{}
 	deleted := 0
 	err := d.inWriteTx(ctx, func(tx *sql.Tx) error {
-		clear(expired)
 		seqs, err := expiringSeqs(ctx, tx, before, window, limit)
 		if err != nil {
 			return err
