@@ -365,22 +365,9 @@ func (d *DB) ReadEvents(ctx context.Context, after int64, filter trackapi.EventF
 	events := make([]trackapi.StoredEvent, 0, min(limit, 1024))
 	next := after
 	for rows.Next() {
-		var e trackapi.StoredEvent
-		var name, warnings sql.NullString
-		var body []byte
-		if err := rows.Scan(&e.Seq, &e.SourceID, &e.Site, &e.EventID, &name, &e.ReceivedAt, &body, &warnings); err != nil {
+		e, err := scanStoredEvent(rows)
+		if err != nil {
 			return nil, after, d.classify("read events", err)
-		}
-		e.EventName = name.String
-		e.Event = body
-		e.Warnings = []trackapi.Problem{}
-		if warnings.Valid {
-			if err := json.Unmarshal([]byte(warnings.String), &e.Warnings); err != nil {
-				return nil, after, fmt.Errorf("read events: warnings of event %d: %w", e.Seq, err)
-			}
-			if e.Warnings == nil { // the text "null"
-				e.Warnings = []trackapi.Problem{}
-			}
 		}
 		events = append(events, e)
 		next = e.Seq
@@ -391,6 +378,32 @@ func (d *DB) ReadEvents(ctx context.Context, after int64, filter trackapi.EventF
 	return events, next, nil
 }
 
+// storedEventColumns are the columns scanStoredEvent reads, in its order.
+const storedEventColumns = `seq, source_id, site, event_id, event_name, received_at, body, warnings`
+
+// scanStoredEvent reads the storedEventColumns of one row. Warnings are an empty, non-nil slice
+// when there are none; EventName is "" for an event stored without one.
+func scanStoredEvent(rows *sql.Rows) (trackapi.StoredEvent, error) {
+	var e trackapi.StoredEvent
+	var name, warnings sql.NullString
+	var body []byte
+	if err := rows.Scan(&e.Seq, &e.SourceID, &e.Site, &e.EventID, &name, &e.ReceivedAt, &body, &warnings); err != nil {
+		return trackapi.StoredEvent{}, err
+	}
+	e.EventName = name.String
+	e.Event = body
+	e.Warnings = []trackapi.Problem{}
+	if warnings.Valid {
+		if err := json.Unmarshal([]byte(warnings.String), &e.Warnings); err != nil {
+			return trackapi.StoredEvent{}, fmt.Errorf("warnings of event %d: %w", e.Seq, err)
+		}
+		if e.Warnings == nil { // the text "null"
+			e.Warnings = []trackapi.Problem{}
+		}
+	}
+	return e, nil
+}
+
 // readEventsQuery returns ReadEvents' query and its arguments. The scan walks the table in seq
 // order from the cursor (a range on the rowid) and stops after limit matches, so a page costs
 // what it returns plus the rows it skips, with no sort. "+source_id" keeps SQLite from using the
@@ -399,7 +412,7 @@ func (d *DB) ReadEvents(ctx context.Context, after int64, filter trackapi.EventF
 // would cost every commit one more B-tree to write), so it needs no such hint.
 func readEventsQuery(after int64, filter trackapi.EventFilter, limit int) (string, []any) {
 	var query strings.Builder
-	query.WriteString(`SELECT seq, source_id, site, event_id, event_name, received_at, body, warnings FROM events WHERE seq > ?`)
+	query.WriteString(`SELECT ` + storedEventColumns + ` FROM events WHERE seq > ?`)
 	args := []any{after}
 	if filter.SourceID != 0 {
 		query.WriteString(` AND +source_id = ?`)

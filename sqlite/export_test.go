@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,18 @@ func WithStallAfter(opts Options, d time.Duration) Options {
 func ReadEventsPlan(t testing.TB, d *DB, after int64, filter trackapi.EventFilter, limit int) []string {
 	t.Helper()
 	query, args := readEventsQuery(after, filter, limit)
+	return Plan(t, d, query, args...)
+}
+
+// DueRetriesPlan returns the detail column of EXPLAIN QUERY PLAN for the query DueRetries runs.
+func DueRetriesPlan(t testing.TB, d *DB) []string {
+	t.Helper()
+	return Plan(t, d, dueRetriesQuery, sql.Named("dest", 1), sql.Named("now", 0), sql.Named("limit", 10))
+}
+
+// Plan returns the detail column of EXPLAIN QUERY PLAN for query, run on a read connection.
+func Plan(t testing.TB, d *DB, query string, args ...any) []string {
+	t.Helper()
 	rows, err := d.reader.Query("EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatalf("explain %s: %v", query, err)

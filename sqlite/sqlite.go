@@ -73,12 +73,13 @@ type Options struct {
 	stallAfter time.Duration
 }
 
-// DB is the SQLite store. It implements trackapi.EventStore, trackapi.EventLog and
-// trackapi.SourceStore and is safe for concurrent use. Close it to commit what is queued and
-// release the file.
+// DB is the SQLite store. It implements trackapi.EventStore, trackapi.EventLog,
+// trackapi.SourceStore and trackapi.DeliveryStore and is safe for concurrent use. Close it to
+// commit what is queued and release the file.
 type DB struct {
 	// writer has exactly one connection: SQLite allows one writer at a time anyway, and one
-	// connection keeps the committer, migrations and source changes from competing for it.
+	// connection keeps the committer, migrations, source and delivery changes from competing for
+	// it.
 	writer *sql.DB
 	// reader is a pool for queries; in WAL mode they run beside the writer without blocking it.
 	reader *sql.DB
