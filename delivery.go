@@ -294,7 +294,8 @@ type DeliveryStore interface {
 	Destinations(ctx context.Context) ([]Destination, error)
 	// Destination returns one destination; an unknown id wraps ErrNotFound.
 	Destination(ctx context.Context, id int64) (Destination, error)
-	// UpdateDestination changes every field but ID and CreatedAt.
+	// UpdateDestination changes every field but ID and CreatedAt; UpdatedAt becomes now, always
+	// later than the stored one, so that running engines see the change.
 	UpdateDestination(ctx context.Context, d Destination) (Destination, error)
 	// DeleteDestination removes a destination with its cursor, retries, dead letters, stats and
 	// issues.

@@ -127,14 +127,14 @@ func (d *DB) Destination(ctx context.Context, id int64) (trackapi.Destination, e
 }
 
 // UpdateDestination changes every field of the destination dest.ID but its CreatedAt, sources
-// included, and returns it as stored. A zero UpdatedAt means now. The cursor, retries, dead
+// included, and returns it as stored. UpdatedAt becomes now, and always later than before (by a
+// millisecond at least), since running engines restart a destination's worker when it changes:
+// a copy read earlier must not hide an update. The cursor, retries, dead
 // letters, stats and issues stay: pausing keeps the cursor, and the events wait in the log. An
 // unknown id, or an unknown source, wraps trackapi.ErrNotFound.
 func (d *DB) UpdateDestination(ctx context.Context, dest trackapi.Destination) (trackapi.Destination, error) {
 	op := fmt.Sprintf("update destination %d", dest.ID)
-	if dest.UpdatedAt.IsZero() {
-		dest.UpdatedAt = time.Now()
-	}
+	dest.UpdatedAt = time.Now()
 	config, filter, err := encodeDestination(dest)
 	if err != nil {
 		return trackapi.Destination{}, fmt.Errorf("%s: %w", op, err)
@@ -142,7 +142,8 @@ func (d *DB) UpdateDestination(ctx context.Context, dest trackapi.Destination) (
 	var updated trackapi.Destination
 	err = d.inWriteTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE destinations
-SET name = ?, type = ?, config = ?, consent_category = ?, filter = ?, batch_size = ?, status = ?, updated_at = ?
+SET name = ?, type = ?, config = ?, consent_category = ?, filter = ?, batch_size = ?, status = ?,
+    updated_at = max(?, updated_at + 1)
 WHERE id = ?`,
 			dest.Name, dest.Type, config, dest.ConsentCategory, filter, dest.BatchSize, dest.Status,
 			dest.UpdatedAt.UnixMilli(), dest.ID)

@@ -169,13 +169,16 @@ func TestDestinations(t *testing.T) {
 	change.BatchSize = 10
 	change.Status = trackapi.DestinationPaused
 	change.CreatedAt = t0.Add(-time.Hour) // ignored
-	change.UpdatedAt = t0.Add(time.Hour)
+	change.UpdatedAt = t0.Add(time.Hour) // ignored too: an update is stamped now
 	updated, err := db.UpdateDestination(ctx, change)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !updated.UpdatedAt.After(plain.UpdatedAt) || updated.UpdatedAt.Equal(change.UpdatedAt) {
+		t.Errorf("UpdatedAt %v after an update of a destination updated at %v", updated.UpdatedAt, plain.UpdatedAt)
+	}
 	wantUpdated := change
-	wantUpdated.CreatedAt = plain.CreatedAt
+	wantUpdated.CreatedAt, wantUpdated.UpdatedAt = plain.CreatedAt, updated.UpdatedAt
 	if !reflect.DeepEqual(updated, wantUpdated) {
 		t.Fatalf("updated\n%+v\nwant\n%+v", updated, wantUpdated)
 	}

@@ -268,13 +268,12 @@ func migrate(ctx context.Context, db *sql.DB) error {
 
 	// Fast path, without the write lock: an up-to-date file (every open but the first) lets a CLI
 	// open it while a server is writing.
-	version, err := userVersion(ctx, db)
-	if err != nil {
-		return err
-	}
-	if version == latest {
+	// A busy file (another process opening it in WAL mode at this moment) can refuse even this
+	// read at once, without waiting; the path under the write lock below waits for it.
+	if version, err := userVersion(ctx, db); err == nil && version == latest {
 		return nil
 	}
+	var version int
 
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
