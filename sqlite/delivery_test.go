@@ -169,7 +169,7 @@ func TestDestinations(t *testing.T) {
 	change.BatchSize = 10
 	change.Status = trackapi.DestinationPaused
 	change.CreatedAt = t0.Add(-time.Hour) // ignored
-	change.UpdatedAt = t0.Add(time.Hour) // ignored too: an update is stamped now
+	change.UpdatedAt = t0.Add(time.Hour)  // ignored too: an update is stamped now
 	updated, err := db.UpdateDestination(ctx, change)
 	if err != nil {
 		t.Fatal(err)
