@@ -14,7 +14,9 @@ import (
 )
 
 func TestClassify(t *testing.T) {
-	dial := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)} }
+	dial := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+	}
 	for _, tc := range []struct {
 		err       error
 		reason    string
@@ -56,9 +58,9 @@ func TestPartitionKey(t *testing.T) {
 		`{"user":{"consistent_anonymous_id":""}}`:    "",
 		`{"user":{"consistent_anonymous_id":null}}`:  "",
 		`{"user":{"consistent_anonymous_id":{}}}`:    "",
-		`{"user":"abc"}`:                             "",
-		`{"event_name":"x"}`:                         "",
-		`not json`:                                   "",
+		`{"user":"abc"}`:     "",
+		`{"event_name":"x"}`: "",
+		`not json`:           "",
 	} {
 		got := partitionKey([]byte(event))
 		if string(got) != want || (want == "" && got != nil) {
