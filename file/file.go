@@ -29,6 +29,10 @@ import (
 	"github.com/trackapi/trackapi"
 )
 
+// DefaultBatchSize is the batch size of a file destination whose BatchSize is 0: each batch
+// costs one write and one fsync, so larger batches are cheaper, up to what a retry rewrites.
+const DefaultBatchSize = 1000
+
 // Options are the optional settings of New. The zero value is the default.
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()

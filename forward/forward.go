@@ -42,6 +42,11 @@ import (
 	"github.com/trackapi/trackapi/client"
 )
 
+// DefaultBatchSize is the batch size of a forward destination whose BatchSize is 0: about what
+// one batch request holds (512 000 bytes) at a kilobyte an event. The client splits a larger
+// batch into several requests anyway.
+const DefaultBatchSize = 500
+
 // Options are the optional settings of New. The zero value is the default.
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()

@@ -40,12 +40,17 @@ import (
 	"github.com/trackapi/trackapi"
 )
 
+// DefaultBatchSize is the batch size of a Kafka destination whose BatchSize is 0. The producer
+// groups records by partition itself, so the batch only bounds how many records one attempt waits
+// for: large enough to keep the producer busy, small enough that a slow cluster times out few.
+const DefaultBatchSize = 1000
+
 // Options are the optional settings of New. The zero value is the default.
 type Options struct {
 	// Logger receives the producer's warnings and errors; nil: slog.Default().
 	Logger *slog.Logger
 	// MaxRecordBytes bounds a record batch before compression (franz-go's ProducerBatchMaxBytes,
-	// Kafka's max.message.bytes); 0: franz-go's default, 1000012, Kafka's default. Set it to the
+	// Kafka's max.message.bytes); 0: franz-go's default, 1000012. Set it to the
 	// topic's max.message.bytes when that is lower: a record over it then fails alone, before it
 	// is sent, rather than failing a whole batch at the broker. (When the broker still refuses a
 	// batch as too large, Deliver sends its records again one at a time, so that only the records
@@ -204,17 +209,22 @@ func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackap
 	return results
 }
 
-// unacknowledgedError is the error of a record whose ack had not come when the attempt ended.
-// The producer retries on its own until then, so its error says little; the last failure to
-// connect to a broker during the attempt, when there was one, says why (brokers down, a name that
-// does not resolve), and gives the reason.
+// unacknowledgedError is the error of a record whose ack had not come when the attempt ended,
+// or that the producer failed for lack of time (the context's end, its record timeout). The
+// producer retries on its own until then, so that error says little; the last failure to connect
+// to a broker during the attempt, when there was one, says why (brokers down, a name that does not
+// resolve), and gives the reason.
 type unacknowledgedError struct {
-	cause   error // the context's
-	connErr error // nil: the brokers were reachable, or not tried
+	cause     error // the context's, or the producer's
+	connErr   error // nil: the brokers were reachable, or not tried
+	abandoned bool  // the record was left in flight: it may still be written
 }
 
 func (e *unacknowledgedError) Error() string {
-	msg := "no acknowledgement before the attempt's deadline (the record may still be written): " + e.cause.Error()
+	msg := "not acknowledged in time: " + e.cause.Error()
+	if e.abandoned {
+		msg = "no acknowledgement before the attempt's deadline (the record may still be written): " + e.cause.Error()
+	}
 	if e.connErr != nil {
 		msg += "; last connection error: " + e.connErr.Error()
 	}
@@ -261,12 +271,20 @@ func (s *Sink) produce(ctx context.Context, recs []*kgo.Record, which []int) []e
 	out := make([]error, len(recs))
 	for _, i := range which {
 		if !done[i] {
-			out[i] = &unacknowledgedError{cause: context.Cause(ctx), connErr: s.conns.failedSince(started)}
+			out[i] = &unacknowledgedError{cause: context.Cause(ctx), connErr: s.conns.failedSince(started), abandoned: true}
 			continue
 		}
 		out[i] = errs[i]
+		if timedOut(errs[i]) {
+			out[i] = &unacknowledgedError{cause: errs[i], connErr: s.conns.failedSince(started)}
+		}
 	}
 	return out
+}
+
+// timedOut reports whether the producer failed a record for lack of time.
+func timedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrRecordTimeout)
 }
 
 // Close sends what the producer still buffers (within the close timeout) and closes its
