@@ -29,7 +29,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/client"
+	"github.com/trackapi/trackapi/internal/netguard"
 )
 
 // DefaultBatchSize is the batch size of a forward destination whose BatchSize is 0: about what
@@ -78,7 +78,7 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 		return nil, fmt.Errorf("forward: destination %d: URL: want http(s)://host[:port][/path]", d.ID)
 	}
 	if !d.Config.AllowPrivate {
-		if err := checkHost(u.Hostname()); err != nil {
+		if err := netguard.CheckHost(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("forward: destination %d: %w (set allow_private to forward to it)", d.ID, err)
 		}
 	}
@@ -246,7 +246,7 @@ func networkReason(err error) string {
 		alertErr  tls.AlertError
 	)
 	switch {
-	case errors.Is(err, errPrivateAddress):
+	case errors.Is(err, netguard.ErrPrivateAddress):
 		return "private_address"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
@@ -272,54 +272,12 @@ func networkReason(err error) string {
 	return "invalid_response"
 }
 
-// errPrivateAddress is the dial error of a connection to an address a destination may not reach.
-var errPrivateAddress = errors.New("loopback, private, link-local or unspecified address refused")
-
-// blocked reports whether a destination may not reach ip without AllowPrivate: loopback, RFC
-// 1918 and ULA (fc00::/7), link-local (unicast and multicast) and unspecified addresses, IPv4
-// ones also when written as IPv4-mapped IPv6.
-func blocked(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsUnspecified()
-}
-
-// checkHost refuses, at New, a host that is a blocked IP literal or a name of the local host.
-// Other names are checked when dialled, after resolution.
-func checkHost(host string) error {
-	h := strings.TrimSuffix(strings.ToLower(host), ".")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return fmt.Errorf("host %s: %w", host, errPrivateAddress)
-	}
-	ip, err := netip.ParseAddr(h)
-	if err != nil {
-		// IPv6 zones (fe80::1%eth0) are link-local anyway.
-		if i := strings.IndexByte(h, '%'); i >= 0 {
-			return fmt.Errorf("host %s: %w", host, errPrivateAddress)
-		}
-		return nil
-	}
-	if blocked(ip) {
-		return fmt.Errorf("host %s: %w", host, errPrivateAddress)
-	}
-	return nil
-}
-
 // newHTTPClient makes the client's HTTP client: direct connections (no proxy from the
 // environment) whose every dialled address is checked unless allowPrivate.
 func newHTTPClient(allowPrivate bool, dialTimeout time.Duration) *http.Client {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	if !allowPrivate {
-		d.Control = func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return fmt.Errorf("dialling %s: %w", address, err)
-			}
-			if blocked(ap.Addr()) {
-				return fmt.Errorf("dialling %s: %w", address, errPrivateAddress)
-			}
-			return nil
-		}
+		d.Control = netguard.DialControl
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil

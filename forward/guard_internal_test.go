@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/trackapi/trackapi/internal/netguard"
 )
 
 // The check at New sees only literal addresses; the dialer's check sees where a name resolved
@@ -15,7 +17,7 @@ func TestDialerRefusesPrivateAddresses(t *testing.T) {
 	defer srv.Close()
 
 	_, err := newHTTPClient(false, time.Second).Get(srv.URL)
-	if !errors.Is(err, errPrivateAddress) {
+	if !errors.Is(err, netguard.ErrPrivateAddress) {
 		t.Fatalf("dialling %s: %v, want a refusal", srv.URL, err)
 	}
 	if got := networkReason(err); got != "private_address" {

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/internal/netguard"
 )
 
 // failed is the result of a request that did not deliver, with its sample. resp is nil when no
@@ -57,7 +58,7 @@ func (s *Sink) refusal(reason string, err error, content []byte) trackapi.Delive
 // retrying is pointless. Only a refused address is permanent: the network may recover, a rule
 // will not.
 func classifyError(err error) (reason string, permanent bool) {
-	if errors.Is(err, ErrPrivateAddress) {
+	if errors.Is(err, netguard.ErrPrivateAddress) {
 		return "private_address", true
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

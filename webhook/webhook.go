@@ -24,13 +24,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/internal/netguard"
 )
 
 // MaxBodyBytes is the largest request body the sink sends. Deliver cuts a batch whose JSON would be
@@ -115,9 +115,8 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("webhook destination %d: url %s: a host is required", d.ID, redactURL(u))
 	}
-	if addr, err := netip.ParseAddr(u.Hostname()); err == nil && refused(addr) && !d.Config.AllowPrivate {
-		return nil, fmt.Errorf("webhook destination %d: url %s: %w: %s (allow_private lets it through)",
-			d.ID, redactURL(u), ErrPrivateAddress, addr)
+	if err := netguard.CheckHost(u.Hostname()); err != nil && !d.Config.AllowPrivate {
+		return nil, fmt.Errorf("webhook destination %d: url %s: %w (allow_private lets it through)", d.ID, redactURL(u), err)
 	}
 	if len(d.Config.Secrets) == 0 {
 		return nil, fmt.Errorf("webhook destination %d: a signing secret is required", d.ID)
@@ -152,7 +151,7 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	if !d.Config.AllowPrivate {
-		dialer.Control = refuseAtDial
+		dialer.Control = netguard.DialControl
 	}
 	t.Proxy = nil
 	t.DialContext = dialer.DialContext
@@ -315,3 +314,7 @@ func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) track
 	r.Sample.Response.Body = cutBody(head)
 	return r
 }
+
+// ErrPrivateAddress is wrapped by New's error when a destination's URL names a refused address,
+// and by a delivery's error when its host name resolved to one (netguard's rule).
+var ErrPrivateAddress = netguard.ErrPrivateAddress

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -498,4 +500,53 @@ func TestSigningSecretRotation(t *testing.T) {
 	if old.accepted()["2:after-rotation"] != 0 {
 		t.Error("a request verified with a secret that had expired")
 	}
+}
+
+// A relay: trackapi forwards what it stores to another collector (here a second trackapi), with
+// the same event ids, so the far end deduplicates; and a file destination writes the same events
+// as NDJSON envelopes, synced to disk.
+func TestForwardAndFileDestinations(t *testing.T) {
+	far := startServer(t, t.TempDir())
+	farKey := strings.TrimSpace(cli(t, "sources", "create", "--data", far.data, "--site", "9", "--name", "relayed"))
+
+	data := t.TempDir()
+	near := startServerWith(t, data, append([]string{"--addr", "127.0.0.1:0"}, fastDelivery...)...)
+	key := strings.TrimSpace(cli(t, "sources", "create", "--data", data, "--site", "5", "--name", "shop"))
+	out := t.TempDir()
+	if _, stderr, code := runCLI(t, "destinations", "create", "--data", data, "--name", "relay", "--type", "forward",
+		"--url", far.URL, "--site", "9", "--token", farKey, "--allow-private"); code != 0 {
+		t.Fatalf("forward destination: %s", stderr)
+	}
+	if _, stderr, code := runCLI(t, "destinations", "create", "--data", data, "--name", "archive", "--type", "file", "--path", out); code != 0 {
+		t.Fatalf("file destination: %s", stderr)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		collectOne(t, near.URL, "5", key, fmt.Sprintf("relay-%d", i))
+	}
+	eventually(t, 20*time.Second, "the far collector stored the forwarded events", func() bool {
+		counts, _ := export(t, far.data)
+		for i := 0; i < 5; i++ {
+			if counts[fmt.Sprintf("relay-%d", i)] != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, 20*time.Second, "the file destination wrote five envelopes", func() bool {
+		lines := 0
+		files, _ := filepath.Glob(filepath.Join(out, "*.ndjson"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var env struct {
+					ID string `json:"id"`
+				}
+				if json.Unmarshal([]byte(line), &env) == nil && strings.HasPrefix(env.ID, "2:relay-") {
+					lines++
+				}
+			}
+		}
+		return lines >= 5
+	})
 }

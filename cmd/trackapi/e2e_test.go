@@ -52,6 +52,7 @@ func TestMain(m *testing.M) {
 type process struct {
 	cmd    *exec.Cmd
 	URL    string
+	data   string // its --data directory
 	stdout *lockedBuffer
 	stderr *lockedBuffer
 	done   chan error
@@ -85,7 +86,7 @@ func startServer(t *testing.T, data string) *process {
 // startServerWith starts `trackapi serve --data data` with more flags (--addr among them).
 func startServerWith(t *testing.T, data string, flags ...string) *process {
 	t.Helper()
-	p := &process{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &process{data: data, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, append([]string{"serve", "--data", data}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {

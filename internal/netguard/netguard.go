@@ -1,15 +1,20 @@
-package webhook
+// Package netguard keeps destinations from becoming a way into the local network (SSRF): the
+// webhook and forward sinks refuse loopback, private, link-local and other non-public addresses
+// unless a destination allows them, both in the URL and at every connection, after name
+// resolution, so that a name that resolves (or later re-resolves) to such an address is refused
+// too.
+package netguard
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"syscall"
 )
 
-// ErrPrivateAddress is wrapped by New's error when a destination's URL names a refused address,
-// and by a delivery's error when its host name resolved to one: a destination must not become a
-// way into the local network (SSRF). Destinations with AllowPrivate are exempt.
+// ErrPrivateAddress is wrapped by CheckHost's and DialControl's errors: the address is one a
+// destination without AllowPrivate may not reach.
 var ErrPrivateAddress = errors.New("private address refused")
 
 // blockedPrefixes are ranges that netip's Is* methods do not cover but that reach the local
@@ -30,10 +35,10 @@ var blockedPrefixes = []netip.Prefix{
 // the IPv4 address it embeds is checked too.
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
-// refused reports whether a is an address a destination without AllowPrivate must not reach:
+// Refused reports whether a is an address a destination without AllowPrivate must not reach:
 // loopback, private (RFC 1918, RFC 4193), link-local, unspecified, multicast, and blockedPrefixes.
 // An IPv4-mapped IPv6 address is judged by its IPv4 address.
-func refused(a netip.Addr) bool {
+func Refused(a netip.Addr) bool {
 	a = a.WithZone("").Unmap()
 	if !a.IsValid() {
 		return true
@@ -49,21 +54,35 @@ func refused(a netip.Addr) bool {
 	}
 	if nat64.Contains(a) {
 		b := a.As16()
-		return refused(netip.AddrFrom4([4]byte(b[12:])))
+		return Refused(netip.AddrFrom4([4]byte(b[12:])))
 	}
 	return false
 }
 
-// refuseAtDial is a net.Dialer.Control: it runs once the name is resolved, for every address the
+// DialControl is a net.Dialer.Control: it runs once the name is resolved, for every address the
 // dialer tries, before any packet is sent. Checking there, not only the URL at New, is what stops
 // a name that resolves to a private address, or that changes to one after New (DNS rebinding).
-func refuseAtDial(_, address string, _ syscall.RawConn) error {
+func DialControl(_, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return fmt.Errorf("dial %q: not an address and port: %w", address, err)
 	}
-	if refused(ap.Addr()) {
+	if Refused(ap.Addr()) {
 		return fmt.Errorf("%w: %s", ErrPrivateAddress, ap.Addr())
+	}
+	return nil
+}
+
+// CheckHost refuses, before any connection, a URL host that is a refused IP literal or an IPv6
+// address with a zone (link-local). Names, localhost among them, are checked by DialControl once
+// resolved, since only then is their address known.
+func CheckHost(host string) error {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if strings.Contains(h, "%") {
+		return fmt.Errorf("host %s: %w", host, ErrPrivateAddress)
+	}
+	if a, err := netip.ParseAddr(h); err == nil && Refused(a) {
+		return fmt.Errorf("host %s: %w", host, ErrPrivateAddress)
 	}
 	return nil
 }
