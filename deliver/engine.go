@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trackapi/trackapi"
@@ -109,8 +110,11 @@ type Engine struct {
 	log   *slog.Logger
 	clock Clock
 
-	mu      sync.Mutex
+	mu      sync.Mutex // held by Run's goroutine while it changes workers
 	workers map[int64]*worker
+	// running is a copy of the workers for Notify, which the store's committer calls after every
+	// commit: it must never wait for a reload that is making sinks.
+	running atomic.Pointer[[]*worker]
 }
 
 // New makes an Engine; Run starts it.
@@ -143,10 +147,10 @@ func New(cfg Config) (*Engine, error) {
 // Notify wakes every worker: new events were committed. It never blocks, so the store's
 // committer may call it after each commit.
 func (e *Engine) Notify() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, w := range e.workers {
-		w.wakeUp()
+	if running := e.running.Load(); running != nil {
+		for _, w := range *running {
+			w.wakeUp()
+		}
 	}
 }
 
@@ -160,6 +164,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			w.stop()
 			delete(e.workers, id)
 		}
+		e.publish()
 		e.mu.Unlock()
 		wg.Wait()
 	}()
@@ -175,7 +180,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// reload makes the running workers match the stored destinations.
+// reload makes the running workers match the stored destinations. Sinks are made without the
+// lock, since making one may take a while (a Kafka client).
 func (e *Engine) reload(ctx context.Context, wg *sync.WaitGroup) error {
 	dests, err := e.cfg.Store.Destinations(ctx)
 	if err != nil {
@@ -188,23 +194,34 @@ func (e *Engine) reload(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	stopping := map[int64]chan struct{}{}
 	for id, w := range e.workers {
 		if d, ok := want[id]; !ok || !d.UpdatedAt.Equal(w.dest.UpdatedAt) {
-			w.stop() // paused, deleted or changed: a changed one starts again below
+			w.stop() // paused, deleted or changed: a changed one starts again below, once this one settled
+			stopping[id] = w.finished
 			delete(e.workers, id)
 		}
 	}
+	var start []trackapi.Destination
 	for id, d := range want {
-		if _, running := e.workers[id]; running {
-			continue
+		if _, running := e.workers[id]; !running {
+			start = append(start, d)
 		}
+	}
+	e.publish()
+	e.mu.Unlock()
+
+	for _, d := range start {
 		w, err := e.newWorker(d)
 		if err != nil {
 			e.log.Error("destination cannot start", "destination", d.Name, "id", d.ID, "err", err)
 			continue
 		}
-		e.workers[id] = w
+		w.after = stopping[d.ID]
+		e.mu.Lock()
+		e.workers[d.ID] = w
+		e.publish()
+		e.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -212,6 +229,15 @@ func (e *Engine) reload(ctx context.Context, wg *sync.WaitGroup) error {
 		}()
 	}
 	return nil
+}
+
+// publish copies the workers for Notify; e.mu is held.
+func (e *Engine) publish() {
+	list := make([]*worker, 0, len(e.workers))
+	for _, w := range e.workers {
+		list = append(list, w)
+	}
+	e.running.Store(&list)
 }
 
 func (e *Engine) newWorker(d trackapi.Destination) (*worker, error) {
@@ -237,7 +263,7 @@ func (e *Engine) newWorker(d trackapi.Destination) (*worker, error) {
 	}
 	return &worker{
 		e: e, dest: d, sink: sink, filter: filter, sources: sources, policy: policy,
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), finished: make(chan struct{}),
 		log: e.log.With("destination", d.Name, "destination_id", d.ID),
 	}, nil
 }

@@ -38,6 +38,11 @@ type worker struct {
 	wake     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
+	// after, when set, is the previous worker of the same destination (before a change of its
+	// settings): this one starts once that one has settled, so that they never send the same
+	// events at once. finished is closed when run returns.
+	after    <-chan struct{}
+	finished chan struct{}
 
 	cursor     int64
 	pending    pending
@@ -78,11 +83,19 @@ func storeCtx() (context.Context, context.CancelFunc) {
 }
 
 func (w *worker) run() {
+	defer close(w.finished)
 	defer func() {
 		if err := w.sink.Close(); err != nil {
 			w.log.Warn("closing the sink failed", "err", err)
 		}
 	}()
+	if w.after != nil {
+		select {
+		case <-w.after:
+		case <-w.done:
+			return
+		}
+	}
 	if !w.start() {
 		return
 	}
