@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // The kinds of destination. Each has its own sink package (webhook/, forward/, kafka/, file/).
@@ -167,6 +168,16 @@ type SampleResponse struct {
 
 // SampleBodyLimit is how much of a request or response body a DeliverySample keeps.
 const SampleBodyLimit = 4096
+
+// SampleBody is how every sink cuts a body for a DeliverySample: its first SampleBodyLimit
+// bytes, backing off to a UTF-8 character boundary so that the sample stays valid text.
+func SampleBody(b []byte) string {
+	n := min(len(b), SampleBodyLimit)
+	for n < len(b) && n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return string(b[:n])
+}
 
 // Retry is an event waiting for another attempt at one destination.
 type Retry struct {

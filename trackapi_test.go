@@ -2,7 +2,9 @@ package trackapi_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen/spec"
@@ -85,5 +87,21 @@ func TestEnvelopeJSON(t *testing.T) {
 	env.Event = json.RawMessage(`{"broken"`)
 	if _, err := env.AppendJSON(nil); err == nil {
 		t.Error("an invalid event was encoded")
+	}
+}
+
+// Samples keep the first 4096 bytes of a body, never half a UTF-8 character.
+func TestSampleBody(t *testing.T) {
+	short := []byte("abc")
+	if got := trackapi.SampleBody(short); got != "abc" {
+		t.Errorf("a short body: %q", got)
+	}
+	long := []byte(strings.Repeat("a", trackapi.SampleBodyLimit-1) + "é" + "zzz")
+	if got := trackapi.SampleBody(long); len(got) != trackapi.SampleBodyLimit-1 || !utf8.ValidString(got) {
+		t.Errorf("cut at %d bytes, valid UTF-8 %t", len(got), utf8.ValidString(got))
+	}
+	exact := []byte(strings.Repeat("b", trackapi.SampleBodyLimit+10))
+	if got := trackapi.SampleBody(exact); len(got) != trackapi.SampleBodyLimit {
+		t.Errorf("cut at %d bytes", len(got))
 	}
 }

@@ -24,7 +24,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
 )
@@ -235,19 +234,8 @@ func (s *Sink) sample(path string, data []byte, err error) *trackapi.DeliverySam
 			Method:  "APPEND",
 			URL:     "file://" + filepath.ToSlash(path),
 			Headers: map[string]string{},
-			Body:    cut(string(data), trackapi.SampleBodyLimit),
+			Body:    trackapi.SampleBody(data),
 		},
 		Error: err.Error(),
 	}
-}
-
-// cut keeps at most n bytes of s, without splitting a UTF-8 sequence.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

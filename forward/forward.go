@@ -35,7 +35,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/client"
@@ -199,7 +198,7 @@ func (s *Sink) refused(event []byte, err error) trackapi.DeliveryResult {
 		Reason:    "rejected_" + code,
 		Sample: &trackapi.DeliverySample{
 			Request: trackapi.SampleRequest{Method: http.MethodPost, URL: s.endpoint, Headers: map[string]string{},
-				Body: cut(string(event), trackapi.SampleBodyLimit)},
+				Body: trackapi.SampleBody(event)},
 			Error: err.Error(),
 		},
 	}
@@ -338,7 +337,7 @@ func (r *recorder) sample(eventID string, status int) *trackapi.DeliverySample {
 	out := &trackapi.DeliverySample{Request: pick.request}
 	if pick.response != nil {
 		resp := *pick.response
-		resp.Body = cut(pick.respBody.String(), trackapi.SampleBodyLimit)
+		resp.Body = trackapi.SampleBody([]byte(pick.respBody.String()))
 		out.Response = &resp
 	}
 	if pick.err != nil {
@@ -367,7 +366,7 @@ func (d recordingDoer) Do(req *http.Request) (*http.Response, error) {
 		Method:  req.Method,
 		URL:     redactedURL(req.URL),
 		Headers: redactedHeaders(req.Header),
-		Body:    cut(string(e.body), trackapi.SampleBodyLimit),
+		Body:    trackapi.SampleBody(e.body),
 	}
 	rec.add(e)
 	resp, err := d.hc.Do(req)
@@ -447,15 +446,4 @@ func (t teeBody) Read(p []byte) (int, error) {
 		_, _ = t.w.Write(p[:n])
 	}
 	return n, err
-}
-
-// cut keeps at most n bytes of s, without splitting a UTF-8 sequence.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

@@ -68,12 +68,3 @@ func TestPartitionKey(t *testing.T) {
 		}
 	}
 }
-
-func TestCut(t *testing.T) {
-	if got := cut("héllo", 2); got != "h" {
-		t.Errorf("cut splits a UTF-8 sequence: %q", got)
-	}
-	if got := cut("abc", 5); got != "abc" {
-		t.Errorf("cut(abc, 5) = %q", got)
-	}
-}

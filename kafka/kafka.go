@@ -32,7 +32,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -408,23 +407,12 @@ func (s *Sink) sample(env trackapi.Envelope, rec *kgo.Record, err error) *tracka
 	body := ""
 	if rec != nil {
 		headers["key"] = string(rec.Key)
-		body = cut(string(rec.Value), trackapi.SampleBodyLimit)
+		body = trackapi.SampleBody(rec.Value)
 	}
 	return &trackapi.DeliverySample{
 		Request: trackapi.SampleRequest{Method: "PRODUCE", URL: s.target, Headers: headers, Body: body},
 		Error:   err.Error(),
 	}
-}
-
-// cut keeps at most n bytes of s, without splitting a UTF-8 sequence.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // slogLogger makes franz-go log through slog, at its warnings and errors only: the producer's

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/internal/netguard"
@@ -27,7 +26,7 @@ func (s *Sink) failed(permanent bool, reason string, err error, reqHeader http.H
 			Method:  http.MethodPost,
 			URL:     s.shownURL,
 			Headers: redactHeaders(reqHeader),
-			Body:    cutBody(body),
+			Body:    trackapi.SampleBody(body),
 		},
 	}
 	if resp != nil {
@@ -48,7 +47,7 @@ func (s *Sink) refusal(reason string, err error, content []byte) trackapi.Delive
 		Permanent: true,
 		Reason:    reason,
 		Sample: &trackapi.DeliverySample{
-			Request: trackapi.SampleRequest{Method: http.MethodPost, URL: s.shownURL, Headers: map[string]string{}, Body: cutBody(content)},
+			Request: trackapi.SampleRequest{Method: http.MethodPost, URL: s.shownURL, Headers: map[string]string{}, Body: trackapi.SampleBody(content)},
 			Error:   err.Error(),
 		},
 	}
@@ -156,17 +155,4 @@ func redactHeaders(h http.Header) map[string]string {
 		}
 	}
 	return out
-}
-
-// cutBody keeps the first trackapi.SampleBodyLimit bytes of b, backing off to a UTF-8 character
-// boundary so that the sample stays valid text.
-func cutBody(b []byte) string {
-	if len(b) <= trackapi.SampleBodyLimit {
-		return string(b)
-	}
-	n := trackapi.SampleBodyLimit
-	for n > 0 && !utf8.RuneStart(b[n]) {
-		n--
-	}
-	return string(b[:n])
 }

@@ -311,7 +311,7 @@ func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) track
 	}
 	r := s.failed(permanent, reason, fmt.Errorf("webhook: POST %s: HTTP %s", s.shownURL, resp.Status), req.Header, body, resp, n)
 	r.RetryAfter = retryAfter
-	r.Sample.Response.Body = cutBody(head)
+	r.Sample.Response.Body = trackapi.SampleBody(head)
 	return r
 }
 

@@ -30,3 +30,13 @@ func openStore(dir string, create bool, opts sqlite.Options) (*sqlite.DB, error)
 	}
 	return sqlite.OpenWithOptions(path, opts)
 }
+
+// withStore opens a data directory's store (see openStore), runs fn and closes it.
+func withStore(dir string, create bool, fn func(*sqlite.DB) error) error {
+	db, err := openStore(dir, create, sqlite.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return fn(db)
+}

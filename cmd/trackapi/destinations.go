@@ -133,31 +133,28 @@ type destinationsListCmd struct {
 }
 
 func (c *destinationsListCmd) Run(env *runEnv) error {
-	db, err := openStore(c.Data, false, sqlite.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	list, err := db.Destinations(env.ctx)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tTYPE\tSTATUS\tLAG EVENTS\tLAG\tRETRIES\tDEAD LETTERS\tTARGET")
-	now := time.Now()
-	for _, d := range list {
-		state, err := db.DeliveryState(env.ctx, d.ID)
+	return withStore(c.Data, false, func(db *sqlite.DB) error {
+		list, err := db.Destinations(env.ctx)
 		if err != nil {
 			return err
 		}
-		lag := "-"
-		if !state.LagSince.IsZero() {
-			lag = now.Sub(state.LagSince).Round(time.Second).String()
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tTYPE\tSTATUS\tLAG EVENTS\tLAG\tRETRIES\tDEAD LETTERS\tTARGET")
+		now := time.Now()
+		for _, d := range list {
+			state, err := db.DeliveryState(env.ctx, d.ID)
+			if err != nil {
+				return err
+			}
+			lag := "-"
+			if !state.LagSince.IsZero() {
+				lag = now.Sub(state.LagSince).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", d.ID, d.Name, d.Type, d.Status,
+				state.LagEvents, lag, state.Retries, state.DeadLetters, target(d))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", d.ID, d.Name, d.Type, d.Status,
-			state.LagEvents, lag, state.Retries, state.DeadLetters, target(d))
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }
 
 // target says where a destination sends, without credentials.
@@ -194,18 +191,15 @@ func (c *destinationsResumeCmd) Run(env *runEnv) error {
 }
 
 func (c *destinationIDCmd) setStatus(env *runEnv, status string) error {
-	db, err := openStore(c.Data, false, sqlite.Options{})
-	if err != nil {
+	return withStore(c.Data, false, func(db *sqlite.DB) error {
+		d, err := db.Destination(env.ctx, c.ID)
+		if err != nil {
+			return err
+		}
+		d.Status = status
+		_, err = db.UpdateDestination(env.ctx, d)
 		return err
-	}
-	defer db.Close()
-	d, err := db.Destination(env.ctx, c.ID)
-	if err != nil {
-		return err
-	}
-	d.Status = status
-	_, err = db.UpdateDestination(env.ctx, d)
-	return err
+	})
 }
 
 type destinationsRotateSecretCmd struct {
@@ -266,12 +260,9 @@ func rotateSecrets(old []trackapi.SigningSecret, secret string, now time.Time, o
 type destinationsDeleteCmd struct{ destinationIDCmd }
 
 func (c *destinationsDeleteCmd) Run(env *runEnv) error {
-	db, err := openStore(c.Data, false, sqlite.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return db.DeleteDestination(env.ctx, c.ID)
+	return withStore(c.Data, false, func(db *sqlite.DB) error {
+		return db.DeleteDestination(env.ctx, c.ID)
+	})
 }
 
 // deadLettersCmd lists and replays a destination's dead letters.
@@ -291,32 +282,29 @@ type deadLettersListCmd struct {
 }
 
 func (c *deadLettersListCmd) Run(env *runEnv) error {
-	db, err := openStore(c.Data, false, sqlite.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.Destination(env.ctx, c.Destination); err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tEVENT\tKIND\tREASON\tATTEMPTS\tFIRST FAILED\tFAILED\tERROR")
-	filter := trackapi.DeadLetterFilter{Reason: c.Reason}
-	for after := int64(0); ; {
-		page, next, err := db.DeadLetters(env.ctx, c.Destination, filter, after, 1000)
-		if err != nil {
+	return withStore(c.Data, false, func(db *sqlite.DB) error {
+		if _, err := db.Destination(env.ctx, c.Destination); err != nil {
 			return err
 		}
-		for _, d := range page {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Seq, d.EventName, d.Kind, d.Reason, d.Attempts,
-				d.FirstFailedAt.UTC().Format(time.RFC3339), d.FailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tEVENT\tKIND\tREASON\tATTEMPTS\tFIRST FAILED\tFAILED\tERROR")
+		filter := trackapi.DeadLetterFilter{Reason: c.Reason}
+		for after := int64(0); ; {
+			page, next, err := db.DeadLetters(env.ctx, c.Destination, filter, after, 1000)
+			if err != nil {
+				return err
+			}
+			for _, d := range page {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Seq, d.EventName, d.Kind, d.Reason, d.Attempts,
+					d.FirstFailedAt.UTC().Format(time.RFC3339), d.FailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))
+			}
+			if len(page) < 1000 {
+				break
+			}
+			after = next
 		}
-		if len(page) < 1000 {
-			break
-		}
-		after = next
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }
 
 type deadLettersReplayCmd struct {
@@ -324,20 +312,17 @@ type deadLettersReplayCmd struct {
 }
 
 func (c *deadLettersReplayCmd) Run(env *runEnv) error {
-	db, err := openStore(c.Data, false, sqlite.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.Destination(env.ctx, c.Destination); err != nil {
-		return err
-	}
-	n, err := db.ReplayDeadLetters(env.ctx, c.Destination, trackapi.DeadLetterFilter{Reason: c.Reason}, time.Now())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "%d dead letters queued for delivery again\n", n)
-	return nil
+	return withStore(c.Data, false, func(db *sqlite.DB) error {
+		if _, err := db.Destination(env.ctx, c.Destination); err != nil {
+			return err
+		}
+		n, err := db.ReplayDeadLetters(env.ctx, c.Destination, trackapi.DeadLetterFilter{Reason: c.Reason}, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "%d dead letters queued for delivery again\n", n)
+		return nil
+	})
 }
 
 func oneLine(s string, max int) string {
