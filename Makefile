@@ -12,7 +12,7 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
+.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
 
 all: build
 
@@ -82,6 +82,11 @@ test: check lint breaking vet unit fuzz
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## hostile: the hostile senders' cases against the real binary (127.0.0.1 only, bounded): each
+## asserts the server's CPU, peak memory and answer sizes, and that an honest sender is served
+hostile:
+	$(GO) test -count=1 -run '^TestHostile' -v ./cmd/trackapi/
 
 ## fuzz: each fuzz target for FUZZTIME, seeded from testdata/events (both endpoints, and the JSON walker
 ## against encoding/json)

@@ -86,8 +86,14 @@ func startServer(t *testing.T, data string) *process {
 // startServerWith starts `trackapi serve --data data` with more flags (--addr among them).
 func startServerWith(t *testing.T, data string, flags ...string) *process {
 	t.Helper()
+	return startBinary(t, binary, data, flags...)
+}
+
+// startBinary starts `bin serve --data data` with more flags.
+func startBinary(t *testing.T, bin, data string, flags ...string) *process {
+	t.Helper()
 	p := &process{data: data, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary, append([]string{"serve", "--data", data}, flags...)...)
+	p.cmd = exec.Command(bin, append([]string{"serve", "--data", data}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
