@@ -48,7 +48,9 @@ func (e ErrorCode) Valid() bool {
 
 // Defines values for ProblemCode.
 const (
+	DuplicateKey        ProblemCode = "duplicate_key"
 	EventIdGenerated    ProblemCode = "event_id_generated"
+	InvalidEventId      ProblemCode = "invalid_event_id"
 	InvalidSource       ProblemCode = "invalid_source"
 	MissingEventName    ProblemCode = "missing_event_name"
 	SchemaViolation     ProblemCode = "schema_violation"
@@ -60,7 +62,11 @@ const (
 // Valid indicates whether the value is a known member of the ProblemCode enum.
 func (e ProblemCode) Valid() bool {
 	switch e {
+	case DuplicateKey:
+		return true
 	case EventIdGenerated:
+		return true
+	case InvalidEventId:
 		return true
 	case InvalidSource:
 		return true
@@ -150,8 +156,9 @@ type Device struct {
 // Error Why a whole request was refused (400) or could not be stored (503, 500).
 type Error struct {
 	// Code 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
-	// invalid UTF-8, trailing data), `invalid_payload` (valid JSON of the wrong shape),
-	// `event_too_large` (a batch element over 32768 bytes). 503: `unavailable`. 500: `internal`.
+	// invalid UTF-8, trailing data, nesting deeper than 10000 levels), `invalid_payload` (valid
+	// JSON of the wrong shape), `event_too_large` (a batch element over 32768 bytes). 503:
+	// `unavailable`. 500: `internal`.
 	Code ErrorCode `json:"code"`
 
 	// Index The batch element at fault, for `invalid_payload` and `event_too_large` in a batch.
@@ -160,8 +167,9 @@ type Error struct {
 }
 
 // ErrorCode 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
-// invalid UTF-8, trailing data), `invalid_payload` (valid JSON of the wrong shape),
-// `event_too_large` (a batch element over 32768 bytes). 503: `unavailable`. 500: `internal`.
+// invalid UTF-8, trailing data, nesting deeper than 10000 levels), `invalid_payload` (valid
+// JSON of the wrong shape), `event_too_large` (a batch element over 32768 bytes). 503:
+// `unavailable`. 500: `internal`.
 type ErrorCode string
 
 // Event One event. `event_name` is the only property the server requires; the others marked required
@@ -224,7 +232,9 @@ type Problem struct {
 	// Code Rejections (`errors`): `invalid_source` (missing, unknown or mismatched site or key, or a
 	// deactivated source), `missing_event_name` (no string `event_name`).
 	// Warnings: `schema_violation`, `event_id_generated`, `timestamp_generated`,
-	// `timestamp_normalized`, `timestamp_moved`.
+	// `timestamp_normalized`, `timestamp_moved`, `duplicate_key` (a key repeated at the root or
+	// in `context`; the last one was kept), `invalid_event_id` (a `context.event_id` with a lone
+	// surrogate escape, replaced by a server id).
 	Code ProblemCode `json:"code"`
 
 	// Index The event's position in the request (0 for the single endpoint).
@@ -240,7 +250,9 @@ type Problem struct {
 // ProblemCode Rejections (`errors`): `invalid_source` (missing, unknown or mismatched site or key, or a
 // deactivated source), `missing_event_name` (no string `event_name`).
 // Warnings: `schema_violation`, `event_id_generated`, `timestamp_generated`,
-// `timestamp_normalized`, `timestamp_moved`.
+// `timestamp_normalized`, `timestamp_moved`, `duplicate_key` (a key repeated at the root or
+// in `context`; the last one was kept), `invalid_event_id` (a `context.event_id` with a lone
+// surrogate escape, replaced by a server id).
 type ProblemCode string
 
 // User defines model for User.

@@ -51,6 +51,9 @@ func newEventProcessor() (*eventProcessor, error) {
 		return nil, errors.New("the Event schema must keep its root open (additionalProperties: true, no min/maxProperties or combinators): " +
 			"the validator decodes only the properties it names")
 	}
+	if err := checkArraySchemas(schema, "Event", map[*openapi3.Schema]bool{}); err != nil {
+		return nil, err
+	}
 	known := make([]string, 0, len(schema.Properties))
 	for name := range schema.Properties {
 		known = append(known, name)
@@ -75,14 +78,20 @@ type processedEvent struct {
 
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
 // normalisation (a root-level event_timestamp moves into context).
+//
+// A key repeated at the event's root or in its context is read as encoding/json reads it, the last
+// one winning, and the stored body keeps only that last one (duplicate_key), so that every reader
+// of the stored event, whatever its rule for repeated keys, sees the id the server deduplicated on.
+// Repeats deeper down are stored as sent: the server reads nothing there.
 func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time) processedEvent {
-	members, ok := objectMembers(raw)
+	var rootBuf, contextBuf [24]member // most events fit, so walking them allocates nothing
+	members, ok := appendMembers(rootBuf[:0], raw)
 	if !ok {
 		// Callers pass only checked JSON objects, so this is not expected; without a decoded
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
-	event := p.decodeKnown(members)
+	event, tooDeep, knownSize := p.decodeKnown(members)
 	name, ok := event["event_name"].(string)
 	if !ok {
 		return processedEvent{rejected: &trackapi.Problem{
@@ -92,41 +101,69 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	out := processedEvent{eventName: name}
-	changed, timestampMoved := false, false
+	contextChanged, timestampMoved := false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
-		changed = true
 	}
+
+	rootDropped := supersededMembers(members)
+	var duplicates duplicateReport
+	duplicates.add("", members, rootDropped)
 
 	context, contextIsObject := event["context"].(map[string]any)
 	if event["context"] == nil { // missing or null
 		context, contextIsObject = map[string]any{}, true
 		event["context"] = context
 	}
+	// context's own members as sent, for its repeated keys and the raw text of its event_id.
+	var contextMembers []member
+	var contextDropped []bool
+	if contextIsObject {
+		contextMembers, _ = appendMembers(contextBuf[:0], lastMember(members, "context"))
+		contextDropped = supersededMembers(contextMembers)
+		duplicates.add("/context", contextMembers, contextDropped)
+	}
+	out.warnings = duplicates.warnings(out.warnings)
 
 	if inBatch {
 		if ts := lastMember(members, "event_timestamp"); ts != nil && contextIsObject && context["event_timestamp"] == nil {
 			context["event_timestamp"] = decodeValue(ts)
-			timestampMoved = true
+			contextChanged, timestampMoved = true, true
 			warn(gen.TimestampMoved, "/context/event_timestamp", "event_timestamp was at the event's root; moved into context")
 		}
 	}
 
 	if contextIsObject {
-		out.eventID = trackapi.EventIDOf(context["event_id"])
+		if id := lastMember(contextMembers, "event_id"); len(id) > 0 && id[0] == '"' && hasLoneSurrogate(id) {
+			// encoding/json, like most decoders, turns every lone surrogate into U+FFFD, so
+			// "a\ud800" and "a\ud801" would be one id: the second event would be dropped as a
+			// duplicate of the first, and readers of the stored events could not tell them apart.
+			out.eventID = trackapi.NewEventID()
+			context["event_id"] = out.eventID
+			contextChanged = true
+			warn(gen.InvalidEventId, "/context/event_id",
+				"context.event_id %s holds an escaped lone UTF-16 surrogate, which decoders turn into U+FFFD, so it cannot tell events apart; the server assigned %s",
+				clip(string(id), maxValueInMessage), out.eventID)
+		} else {
+			out.eventID = trackapi.EventIDOf(context["event_id"])
+		}
 		if out.eventID == "" {
 			out.eventID = trackapi.NewEventID()
 			context["event_id"] = out.eventID
+			contextChanged = true
 			warn(gen.EventIdGenerated, "/context/event_id", "context.event_id was missing or empty; the server assigned %s", out.eventID)
 		}
 		switch ts := context["event_timestamp"]; {
 		case ts == nil:
 			context["event_timestamp"] = receivedAt.UnixMilli()
+			contextChanged = true
 			warn(gen.TimestampGenerated, "/context/event_timestamp", "context.event_timestamp was missing; the receive time was used")
 		default:
 			if ms, converted := epochMillis(ts); converted {
 				context["event_timestamp"] = ms
-				warn(gen.TimestampNormalized, "/context/event_timestamp", "context.event_timestamp %v was converted to epoch milliseconds %d", ts, ms)
+				contextChanged = true
+				warn(gen.TimestampNormalized, "/context/event_timestamp", "context.event_timestamp %s was converted to epoch milliseconds %d",
+					clip(fmt.Sprint(ts), maxValueInMessage), ms)
 			}
 		}
 	} else {
@@ -135,23 +172,35 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		out.eventID = trackapi.NewEventID()
 	}
 
-	out.warnings = append(out.warnings, p.validate(event)...)
+	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
 
 	out.body = raw
-	if changed {
-		out.body = rebuildEvent(members, encodeJSON(context), timestampMoved)
+	var contextJSON []byte // the context to store, when not the one sent
+	switch {
+	case contextChanged:
+		contextJSON = encodeJSON(context) // a map: repeated keys are gone
+	case contextDropped != nil:
+		contextJSON = rebuildObject(contextMembers, contextDropped, "", nil, "")
+	}
+	if contextJSON != nil || rootDropped != nil {
+		omit := ""
+		if timestampMoved {
+			omit = "event_timestamp"
+		}
+		out.body = rebuildObject(members, rootDropped, "context", contextJSON, omit)
 	}
 	return out
 }
 
-// rebuildEvent writes an event whose context changed: every other member is kept as sent, in its
-// place; a root event_timestamp that moved into context is left out.
-func rebuildEvent(members []member, context []byte, dropRootTimestamp bool) []byte {
-	lastContext := -1
-	size := len(context) + len(`{"context":}`)
+// rebuildObject writes the object made of members as sent, in their places, except: a member with
+// dropped[i] (dropped nil: none) and every member named omit are left out; when value is not nil,
+// the last member named replace gets value (and is added at the end when there is none).
+func rebuildObject(members []member, dropped []bool, replace string, value []byte, omit string) []byte {
+	last := -1
+	size := len(value) + len(replace) + len(`{"":}`)
 	for i, m := range members {
-		if m.key == "context" {
-			lastContext = i
+		if value != nil && m.key == replace {
+			last = i
 		}
 		size += len(m.rawKey) + len(m.value) + 2
 	}
@@ -167,28 +216,32 @@ func rebuildEvent(members []member, context []byte, dropRootTimestamp bool) []by
 	}
 	for i, m := range members {
 		switch {
-		case m.key == "context" && i == lastContext:
-			write(m.rawKey, context)
-		case m.key == "context": // an earlier repeat, which encoding/json would have ignored too
-		case m.key == "event_timestamp" && dropRootTimestamp:
+		case dropped != nil && dropped[i], omit != "" && m.key == omit:
+		case i == last:
+			write(m.rawKey, value)
+		case value != nil && m.key == replace: // an earlier repeat
 		default:
 			write(m.rawKey, m.value)
 		}
 	}
-	if lastContext < 0 {
-		write([]byte(`"context"`), context)
+	if value != nil && last < 0 {
+		write([]byte(strconv.Quote(replace)), value)
 	}
 	b.WriteByte('}')
 	return b.Bytes()
 }
 
 // decodeKnown decodes the root properties the schema names, in one pass over an object made of
-// just those (one decoder rather than one per property).
-func (p *eventProcessor) decodeKnown(members []member) map[string]any {
+// just those (one decoder rather than one per property). tooDeep is the path of the first of them
+// that nests deeper than maxValidationDepth, or ""; size is their length in bytes.
+func (p *eventProcessor) decodeKnown(members []member) (event map[string]any, tooDeep string, size int) {
 	var subset bytes.Buffer
 	subset.WriteByte('{')
 	for i, name := range p.known {
 		if value := lastMember(members, name); value != nil {
+			if tooDeep == "" && deeperThan(value, maxValidationDepth-1) { // the event is the first level
+				tooDeep = jsonPointer([]string{name})
+			}
 			if subset.Len() > 1 {
 				subset.WriteByte(',')
 			}
@@ -198,8 +251,8 @@ func (p *eventProcessor) decodeKnown(members []member) map[string]any {
 		}
 	}
 	subset.WriteByte('}')
-	event, _ := decodeValue(subset.Bytes()).(map[string]any)
-	return event
+	event, _ = decodeValue(subset.Bytes()).(map[string]any)
+	return event, tooDeep, subset.Len()
 }
 
 // decodeValue decodes one valid JSON value, keeping numbers exactly as sent.
@@ -215,19 +268,44 @@ func decodeValue(raw json.RawMessage) any {
 }
 
 // validate checks the normalised event against the Event schema; violations become warnings.
-func (p *eventProcessor) validate(event map[string]any) []trackapi.Problem {
-	err := p.schema.VisitJSON(event, openapi3.MultiErrors())
-	if err == nil {
-		return nil
+// tooDeep (from decodeKnown) skips the check: one warning says why. long says that the event may
+// hold an array longer than maxValidatedItems (it is too short to hold one otherwise), which is
+// then cut for the check, with a warning.
+func (p *eventProcessor) validate(event map[string]any, tooDeep string, long bool) []trackapi.Problem {
+	if tooDeep != "" {
+		return []trackapi.Problem{{
+			Code: string(gen.SchemaViolation), Path: tooDeep,
+			Message: fmt.Sprintf("%s nests deeper than %d levels (the event being the first); the event was not checked against the schema",
+				clip(strings.TrimPrefix(tooDeep, "/"), maxValueInMessage), maxValidationDepth),
+		}}
 	}
 	var problems []trackapi.Problem
-	total := 0
-	for _, e := range flattenSchemaErrors(err) {
-		total++
-		if len(problems) < maxSchemaWarnings {
-			problems = append(problems, e)
+	var view any = event
+	if long {
+		var cut arrayCut
+		view, _ = cut.view(p.schema, event, nil)
+		if cut.first != "" {
+			problems = append(problems, trackapi.Problem{
+				Code: string(gen.SchemaViolation), Path: cut.first,
+				Message: fmt.Sprintf("%s has %d items; only the first %d items of an array are checked against the schema",
+					clip(strings.TrimPrefix(cut.first, "/"), maxValueInMessage), cut.items, maxValidatedItems),
+			})
 		}
 	}
+	// Without DisableSchemaErrorDetails, the message of a SchemaError embeds the schema and the
+	// whole offending value, pretty-printed: quadratic in the value's depth. No message of
+	// kin-openapi is used here, but one formatted elsewhere (a log, a wrapped error) stays cheap.
+	err := p.schema.VisitJSON(view, openapi3.MultiErrors(), openapi3.DisableSchemaErrorDetails())
+	if err == nil {
+		return problems
+	}
+	total, listed := 0, 0
+	walkSchemaErrors(err, func(e error) {
+		total++
+		if listed++; listed <= maxSchemaWarnings {
+			problems = append(problems, schemaProblem(e))
+		}
+	})
 	if total > maxSchemaWarnings {
 		problems = append(problems, trackapi.Problem{
 			Code: string(gen.SchemaViolation), Path: "",
@@ -237,26 +315,40 @@ func (p *eventProcessor) validate(event map[string]any) []trackapi.Problem {
 	return problems
 }
 
-// flattenSchemaErrors turns kin-openapi's (possibly nested) errors into schema_violation problems.
-func flattenSchemaErrors(err error) []trackapi.Problem {
+// walkSchemaErrors calls f for each error of kin-openapi's (possibly nested) MultiErrors.
+func walkSchemaErrors(err error, f func(error)) {
 	var multi openapi3.MultiError
 	if errors.As(err, &multi) {
-		var all []trackapi.Problem
 		for _, e := range multi {
-			all = append(all, flattenSchemaErrors(e)...)
+			walkSchemaErrors(e, f)
 		}
-		return all
+		return
 	}
-	problem := trackapi.Problem{Code: string(gen.SchemaViolation), Message: err.Error()}
+	f(err)
+}
+
+// schemaProblem turns one schema error into a schema_violation warning. Its message is made of the
+// error's path and Reason, never of err.Error(), which may render the value; and it is cut, so
+// that a warning costs a few hundred bytes whatever the event holds.
+func schemaProblem(err error) trackapi.Problem {
 	var schemaErr *openapi3.SchemaError
-	if errors.As(err, &schemaErr) {
-		problem.Path = jsonPointer(schemaErr.JSONPointer())
-		problem.Message = schemaErr.Reason
-		if problem.Path != "" {
-			problem.Message = strings.TrimPrefix(problem.Path, "/") + ": " + schemaErr.Reason
-		}
+	if !errors.As(err, &schemaErr) {
+		// Not expected from a decoded value and a loaded spec (an unresolved $ref, say).
+		return trackapi.Problem{Code: string(gen.SchemaViolation), Message: clip(err.Error(), maxReasonInMessage)}
 	}
-	return []trackapi.Problem{problem}
+	reason := schemaErr.Reason
+	if reason == "" {
+		reason = fmt.Sprintf("doesn't match schema %q", schemaErr.SchemaField)
+	}
+	problem := trackapi.Problem{
+		Code:    string(gen.SchemaViolation),
+		Path:    jsonPointer(schemaErr.JSONPointer()),
+		Message: clip(reason, maxReasonInMessage),
+	}
+	if problem.Path != "" {
+		problem.Message = clip(strings.TrimPrefix(problem.Path, "/"), maxValueInMessage) + ": " + problem.Message
+	}
+	return problem
 }
 
 // jsonPointer joins path segments into an RFC 6901 pointer.
@@ -264,10 +356,18 @@ func jsonPointer(segments []string) string {
 	var b strings.Builder
 	for _, s := range segments {
 		b.WriteByte('/')
-		b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(s))
+		if strings.ContainsAny(s, "~/") {
+			_, _ = pointerEscaper.WriteString(&b, s) // a strings.Builder does not fail
+		} else {
+			b.WriteString(s)
+		}
 	}
 	return b.String()
 }
+
+// pointerEscaper escapes a JSON pointer's segment. It is built once: building a Replacer costs
+// kilobytes, which made each schema warning cost more than the rest of its event.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 // epochMillis converts the timestamp forms senders use into epoch milliseconds. converted is false
 // when the value is already an integer, or when it is in no known form (left for the schema check).

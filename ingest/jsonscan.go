@@ -21,9 +21,15 @@ type member struct {
 // objectMembers returns the members of the valid JSON object data, in the order sent (duplicate
 // keys included), or ok false when data is not an object.
 func objectMembers(data []byte) (members []member, ok bool) {
+	return appendMembers(nil, data)
+}
+
+// appendMembers is objectMembers appending to members, so that a caller can walk an object into a
+// buffer on its stack rather than allocate.
+func appendMembers(members []member, data []byte) (_ []member, ok bool) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
-		return nil, false
+		return members, false
 	}
 	i = skipSpace(data, i+1)
 	for i < len(data) && data[i] != '}' {
@@ -142,4 +148,81 @@ func skipString(data []byte, i int) int {
 		}
 	}
 	return i
+}
+
+// deeperThan tells whether the valid JSON value data nests more than limit levels of objects and
+// arrays (a scalar is 0 levels, [] is 1). It stops at the first level over the limit, so its cost
+// is at most one pass over data and nothing for a value too short to nest that deep.
+func deeperThan(data []byte, limit int) bool {
+	if len(data) <= 2*limit { // every level takes two bytes
+		return false
+	}
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			i = skipString(data, i) - 1
+		case '{', '[':
+			if depth++; depth > limit {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
+}
+
+// hasLoneSurrogate tells whether the raw JSON string s holds a \uXXXX escape of a UTF-16 surrogate
+// that is not part of a pair. encoding/json decodes each such escape to U+FFFD, so strings that
+// differ only there decode the same. A raw surrogate cannot occur: the body is valid UTF-8.
+func hasLoneSurrogate(s []byte) bool {
+	if bytes.IndexByte(s, '\\') < 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(s) || s[i] != 'u' {
+			continue
+		}
+		r := hex4(s, i+1)
+		i += 4
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF: // a low surrogate with no high one before it
+			return true
+		case r >= 0xD800 && r <= 0xDBFF: // a high surrogate: a low one must follow
+			if i+2 >= len(s) || s[i+1] != '\\' || s[i+2] != 'u' {
+				return true
+			}
+			if low := hex4(s, i+3); low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// hex4 decodes the four hexadecimal digits at s[i:], or returns -1 when they are not there.
+func hex4(s []byte, i int) rune {
+	if i+4 > len(s) {
+		return -1
+	}
+	var r rune
+	for _, c := range s[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return r
 }

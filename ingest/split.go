@@ -3,8 +3,10 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
@@ -44,10 +46,21 @@ func checkJSON(body []byte) *Refusal {
 		return Refuse(gen.ErrorCodeInvalidJson, "the request body is not valid UTF-8")
 	}
 	if !json.Valid(body) {
-		return Refuse(gen.ErrorCodeInvalidJson, "the request body is not valid JSON: %v", syntaxError(body))
+		err := syntaxError(body)
+		if syntax := (*json.SyntaxError)(nil); errors.As(err, &syntax) && strings.HasSuffix(syntax.Error(), "exceeded max depth") {
+			return Refuse(gen.ErrorCodeInvalidJson, "the request body nests objects and arrays more than %d levels deep (at byte %d), deeper than the server reads",
+				maxJSONDepth, syntax.Offset)
+		}
+		return Refuse(gen.ErrorCodeInvalidJson, "the request body is not valid JSON: %v", err)
 	}
 	return nil
 }
+
+// maxJSONDepth is the deepest nesting of objects and arrays that encoding/json reads (its scanner's
+// maxNestingDepth, which it does not export): json.Valid refuses a deeper body, with a SyntaxError
+// "exceeded max depth". Such a body is refused as a whole (400 invalid_json) like any body the
+// server cannot read; TestDepthLimitOfJSON notices if Go changes the limit.
+const maxJSONDepth = 10000
 
 // syntaxError says where the JSON breaks, for the 400's message.
 func syntaxError(body []byte) error {
