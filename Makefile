@@ -94,6 +94,7 @@ fuzz:
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzWalkers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
+	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 
 tools: $(OASDIFF) $(SPECTRAL)
 
