@@ -100,6 +100,12 @@ type Event struct {
 	ReceivedAt int64 // epoch milliseconds
 	Body       json.RawMessage
 	Warnings   []Problem
+	// BodyHash identifies the event as its sender sent it, so that a repeat of its event id with
+	// other content can be told from a retry of the same event: ingest gives the first 8 bytes of
+	// the SHA-256 of the event's raw bytes as received (white space around them trimmed), before
+	// the server filled in anything. nil when unknown. Stores keep it with the event and compare
+	// it, in OutcomeStore.StoreEventOutcomes, with a duplicate's.
+	BodyHash []byte
 }
 
 // StoredEvent is an event as stored, with where it came from and what the server said about it.
@@ -125,6 +131,34 @@ type EventStore interface {
 	// earlier one in the same call). The error wraps ErrUnavailable when nothing could be
 	// committed and a retry may work.
 	StoreEvents(ctx context.Context, events []Event) (stored []bool, err error)
+}
+
+// StoreOutcome is what became of one event given to OutcomeStore.StoreEventOutcomes.
+type StoreOutcome uint8
+
+const (
+	// OutcomeStored: the event was new and is now stored.
+	OutcomeStored StoreOutcome = iota + 1
+	// OutcomeDuplicate: an event with the same source and event id was already stored (or came
+	// earlier in the same call) with the same body hash, or one of the two has none. Not stored
+	// again.
+	OutcomeDuplicate
+	// OutcomeIDReused: an event with the same source and event id was already stored (or came
+	// earlier in the same call) with a different body hash: the sender gave one id to two
+	// different events. This one was not stored; it counts as a duplicate.
+	OutcomeIDReused
+)
+
+// OutcomeStore is an EventStore that also tells, for each duplicate, whether its body hash is the
+// stored event's. The collect path uses StoreEventOutcomes when its store has it, and StoreEvents
+// otherwise (every duplicate is then a plain one). It is a separate interface so that stores made
+// for EventStore (test doubles, benchmarks) keep working unchanged.
+type OutcomeStore interface {
+	EventStore
+	// StoreEventOutcomes is StoreEvents with one outcome an event rather than a bool
+	// (OutcomeStored where StoreEvents says true): the same commit, sync and errors. Telling a
+	// reused id from a plain duplicate costs a lookup for duplicates only.
+	StoreEventOutcomes(ctx context.Context, events []Event) ([]StoreOutcome, error)
 }
 
 // EventFilter narrows a read of the event log. Zero fields match everything.

@@ -10,6 +10,10 @@
 //     retries safe, even when a connection breaks after the server stored the events.
 //   - Nothing is lost silently. Every event ends Delivered, Rejected (the server said why) or
 //     Failed (with the error), and a batch's results are mapped back to the caller's indices.
+//     The server lists at most 100 errors and 100 warnings an answer and counts the rest by code;
+//     rejections it did not list are placed when the answer determines them (a wrong key rejects
+//     every event, with one code), and otherwise end Failed with ErrOutcomeUnknown, never
+//     Delivered by guess (record, in deliver.go, says how).
 //   - Retries are for what can succeed later: network errors, timeouts, 5xx and 429, with
 //     exponential backoff and full jitter, honouring Retry-After, bounded in attempts and time.
 //     A 400 is never retried unchanged.

@@ -114,32 +114,94 @@ func (c *Client) post(ctx context.Context, single bool, body []byte) (res *gen.C
 }
 
 // checkCounts refuses a 200 that does not account for the events sent (openapi.yaml:
-// received = accepted + duplicates + rejected, one error for each rejected event).
+// received = accepted + duplicates + rejected, and each rejected event has one rejection, listed
+// in errors or counted in errors_omitted, the unlisted ones all after the last one listed).
 func checkCounts(r *gen.CollectResult, sent int) error {
 	rejected := map[int]bool{}
+	last := -1
 	for _, p := range r.Errors {
 		if p.Index < 0 || p.Index >= sent {
 			return fmt.Errorf("the answer has an error for event %d of %d", p.Index, sent)
 		}
 		rejected[p.Index] = true
+		last = max(last, p.Index)
 	}
-	if r.Received != sent || r.Accepted+r.Duplicates+r.Rejected != r.Received || len(rejected) != r.Rejected {
-		return fmt.Errorf("the answer counts %d received (%d accepted, %d duplicates, %d rejected, %d with errors) for %d events sent",
-			r.Received, r.Accepted, r.Duplicates, r.Rejected, len(rejected), sent)
+	omitted, err := omittedCount(r.ErrorsOmitted)
+	if err != nil {
+		return err
+	}
+	if omitted > sent-1-last {
+		return fmt.Errorf("the answer counts %d rejections not listed, but only %d events come after the last one listed", omitted, sent-1-last)
+	}
+	if r.Received != sent || r.Accepted+r.Duplicates+r.Rejected != r.Received || len(rejected)+omitted != r.Rejected {
+		return fmt.Errorf("the answer counts %d received (%d accepted, %d duplicates, %d rejected, %d with errors listed, %d not listed) for %d events sent",
+			r.Received, r.Accepted, r.Duplicates, r.Rejected, len(rejected), omitted, sent)
 	}
 	return nil
 }
 
-// record maps a 200's counts, errors and warnings back to the events of the request.
+// omittedCount sums the counts of errors_omitted or warnings_omitted.
+func omittedCount(omitted *[]gen.ProblemCount) (int, error) {
+	if omitted == nil {
+		return 0, nil
+	}
+	n := 0
+	for _, c := range *omitted {
+		if c.Count < 0 {
+			return 0, fmt.Errorf("the answer counts %d problems %s left out", c.Count, c.Code)
+		}
+		n += c.Count
+	}
+	return n, nil
+}
+
+// record maps a 200's counts, errors and warnings back to the events of the request (checkCounts
+// has accepted it).
+//
+// The server lists at most 100 errors and 100 warnings, the first ones, and counts the rest by
+// code. Rejections it did not list all come after the last one listed (among the "unplaced"
+// events). When every unplaced event must then be rejected (as many as the rejections left out)
+// and those have one code, each is rejected with that code: a wrong key, which rejects every event
+// of a request, is always such a case. Otherwise the answer does not say which of them were
+// rejected, and the client does not guess: they end Failed with ErrOutcomeUnknown (sending them
+// again is safe: those stored come back as duplicates), and the counts lose those of them the
+// server stored, from Duplicates first, so that Accepted + Duplicates stays the number of events
+// Delivered. With this client and a trackapi server that never happens: the only rejection other
+// than invalid_source, missing_event_name, is refused before sending.
 func record(batch []encoded, res *gen.CollectResult, out *BatchResult) {
-	out.Accepted += res.Accepted
-	out.Duplicates += res.Duplicates
 	rejections := map[int]gen.Problem{}
+	last := -1
 	for _, p := range res.Errors {
 		if _, seen := rejections[p.Index]; !seen {
 			rejections[p.Index] = p
 		}
+		last = max(last, p.Index)
 	}
+	omitted, _ := omittedCount(res.ErrorsOmitted)
+	unplaced := 0 // events after the last listed rejection, when some rejections are not listed
+	var unlisted *gen.Problem
+	if omitted > 0 {
+		unplaced = len(batch) - 1 - last
+		if unplaced == omitted && len(*res.ErrorsOmitted) == 1 {
+			c := (*res.ErrorsOmitted)[0]
+			unlisted = &gen.Problem{Code: c.Code, Message: fmt.Sprintf(
+				"rejected: one of %d %s rejections the server counted without listing them", c.Count, c.Code)}
+		}
+	}
+	accepted, duplicates := res.Accepted, res.Duplicates
+	if unplaced > 0 && unlisted == nil {
+		gone := unplaced - omitted // stored (or already stored) events among the unplaced
+		fromDuplicates := min(gone, duplicates)
+		duplicates -= fromDuplicates
+		accepted -= gone - fromDuplicates
+	}
+	out.Accepted += accepted
+	out.Duplicates += duplicates
+	if res.WarningsOmitted != nil {
+		n, _ := omittedCount(res.WarningsOmitted)
+		out.WarningsOmitted += n
+	}
+
 	warnings := map[int][]gen.Problem{}
 	for _, p := range res.Warnings {
 		if p.Index >= 0 && p.Index < len(batch) {
@@ -149,12 +211,20 @@ func record(batch []encoded, res *gen.CollectResult, out *BatchResult) {
 		}
 	}
 	for i, e := range batch {
-		if p, ok := rejections[i]; ok {
-			p.Index = e.index
-			finish(out, e, StatusRejected, string(p.Code), &RejectedError{Problem: p}, warnings[i])
+		p, listed := rejections[i]
+		switch {
+		case listed:
+		case unplaced > 0 && i > last && unlisted != nil:
+			p = *unlisted
+		case unplaced > 0 && i > last:
+			finish(out, e, StatusFailed, "", ErrOutcomeUnknown, warnings[i])
+			continue
+		default:
+			finish(out, e, StatusDelivered, "", nil, warnings[i])
 			continue
 		}
-		finish(out, e, StatusDelivered, "", nil, warnings[i])
+		p.Index = e.index
+		finish(out, e, StatusRejected, string(p.Code), &RejectedError{Problem: p}, warnings[i])
 	}
 }
 

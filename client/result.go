@@ -55,7 +55,11 @@ type Result struct {
 	// *ServerError, an *EventError, or a network or context error.
 	Err error
 	// Warnings are the server's warnings about the event (stored anyway), with Index set to the
-	// event's Index rather than its position in the request.
+	// event's Index rather than its position in the request. The server lists at most 100
+	// warnings a request (the first ones) and only counts the others
+	// (BatchResult.WarningsOmitted), so an event of a large request may lack some. An
+	// event_id_reused warning means that the server had stored a different event with this
+	// event's id: this one was not stored (it still counts as delivered, a duplicate).
 	Warnings []gen.Problem
 	// Event is the event exactly as sent (or as it would have been sent): JSON with its
 	// event_id and timestamp, ready to be stored and sent again.
@@ -77,12 +81,16 @@ type BatchResult struct {
 	Results []Result
 	// Accepted and Duplicates are the server's counts: events stored by this call, and events it
 	// had stored already (from an earlier attempt whose answer was lost, or an earlier send).
-	// Their sum is the number of delivered events.
+	// Their sum is the number of delivered events: when an answer leaves it open which events it
+	// rejected (see ErrOutcomeUnknown), the events it stored among those are left out.
 	Accepted, Duplicates int
 	// Rejected and Failed count the events with those statuses.
 	Rejected, Failed int
 	// Requests is the number of HTTP requests made, retries included.
 	Requests int
+	// WarningsOmitted is how many warnings the server counted but did not list (it lists at most
+	// 100 a request): no Result has them.
+	WarningsOmitted int
 }
 
 // Delivered is the number of events the server has: Accepted + Duplicates.
@@ -110,6 +118,13 @@ func (b *BatchResult) err() error {
 
 // ErrNotDelivered is wrapped by SendBatch's error when some events were rejected or failed.
 var ErrNotDelivered = errors.New("events not delivered")
+
+// ErrOutcomeUnknown is the error of a Failed event whose request was answered, but whose answer
+// does not say whether (or why) it was rejected: the server lists at most 100 rejections a request
+// and counts the others by code, which all come after the last one listed; unless those events
+// were all rejected with one code, which of them were, or with which code, is unknown. It may be
+// stored; sending it again is safe (a stored one comes back as a duplicate) and tells.
+var ErrOutcomeUnknown = errors.New("the server's answer does not say whether (or why) this event was rejected")
 
 // RejectedError is the server's rejection of one event in a 200 answer: the
 // request was fine, this event was not stored.

@@ -50,6 +50,7 @@ func (e ErrorCode) Valid() bool {
 const (
 	DuplicateKey        ProblemCode = "duplicate_key"
 	EventIdGenerated    ProblemCode = "event_id_generated"
+	EventIdReused       ProblemCode = "event_id_reused"
 	InvalidEventId      ProblemCode = "invalid_event_id"
 	InvalidSource       ProblemCode = "invalid_source"
 	MissingEventName    ProblemCode = "missing_event_name"
@@ -65,6 +66,8 @@ func (e ProblemCode) Valid() bool {
 	case DuplicateKey:
 		return true
 	case EventIdGenerated:
+		return true
+	case EventIdReused:
 		return true
 	case InvalidEventId:
 		return true
@@ -86,24 +89,41 @@ func (e ProblemCode) Valid() bool {
 }
 
 // CollectResult What became of each event of a usable request. `received = accepted + duplicates + rejected`.
+// The lists are bounded (see "Size of a 200 answer" in the description): each holds at most 100
+// problems, the first ones by `index`, and what is left out is counted by code in
+// `errors_omitted` and `warnings_omitted`.
 type CollectResult struct {
 	// Accepted Events stored by this request, committed and synced to disk.
 	Accepted int `json:"accepted"`
 
-	// Duplicates Events whose (source, context.event_id) was already stored; not stored again.
+	// Duplicates Events whose (source, context.event_id) was already stored; not stored again. Those whose
+	// body differed from the stored event's also have an `event_id_reused` warning.
 	Duplicates int `json:"duplicates"`
 
-	// Errors One entry for each rejected event.
+	// Errors One entry for each rejected event, in the order of `index`, up to 100 (fewer when the
+	// answer would otherwise go over its size): the first rejections of the request. The others,
+	// all after the last one listed, are counted in `errors_omitted`.
 	Errors []Problem `json:"errors"`
+
+	// ErrorsOmitted The rejections not listed in `errors`, counted by code (one entry a code, in the order of
+	// their first occurrence). Absent when every rejection is listed.
+	ErrorsOmitted *[]ProblemCount `json:"errors_omitted,omitempty"`
 
 	// Received Events in the request.
 	Received int `json:"received"`
 
-	// Rejected Events not stored; each has an entry in `errors`.
+	// Rejected Events not stored. Each has one rejection: listed in `errors`, or counted in
+	// `errors_omitted`.
 	Rejected int `json:"rejected"`
 
-	// Warnings Problems with events that were stored anyway (or were duplicates).
+	// Warnings Problems with events that were stored anyway (or were duplicates), in the order of
+	// `index`, up to 100 (fewer when the answer would otherwise go over its size): the first ones.
+	// The others are counted in `warnings_omitted`.
 	Warnings []Problem `json:"warnings"`
+
+	// WarningsOmitted The warnings not listed in `warnings`, counted by code (one entry a code, in the order of
+	// their first occurrence). Absent when every warning is listed.
+	WarningsOmitted *[]ProblemCount `json:"warnings_omitted,omitempty"`
 }
 
 // ConsentCategory A consent category id, as a string or a number.
@@ -121,7 +141,9 @@ type ConsentCategory1 = int
 type Context struct {
 	Device *Device `json:"device,omitempty"`
 
-	// EventId Unique per source; repeats are counted as duplicates and not stored again.
+	// EventId Unique per source; repeats are counted as duplicates and not stored again. A repeat whose
+	// body differs from the stored event's also gets the warning `event_id_reused`.
+	//
 	//
 	// Example: 202110130000000000
 	EventId string `json:"event_id"`
@@ -230,11 +252,13 @@ type Page struct {
 // Problem A problem with one event of the request.
 type Problem struct {
 	// Code Rejections (`errors`): `invalid_source` (missing, unknown or mismatched site or key, or a
-	// deactivated source), `missing_event_name` (no string `event_name`).
+	// deactivated source; every event of the request gets it), `missing_event_name` (no string
+	// `event_name`).
 	// Warnings: `schema_violation`, `event_id_generated`, `timestamp_generated`,
-	// `timestamp_normalized`, `timestamp_moved`, `duplicate_key` (a key repeated at the root or
-	// in `context`; the last one was kept), `invalid_event_id` (a `context.event_id` with a lone
-	// surrogate escape, replaced by a server id).
+	// `timestamp_normalized`, `timestamp_moved`, `event_id_reused` (a duplicate whose body differs
+	// from the event stored with its `context.event_id`: it was not stored), `duplicate_key` (a key
+	// repeated at the root or in `context`; the last one was kept), `invalid_event_id` (a
+	// `context.event_id` with a lone surrogate escape, replaced by a server id).
 	Code ProblemCode `json:"code"`
 
 	// Index The event's position in the request (0 for the single endpoint).
@@ -248,12 +272,28 @@ type Problem struct {
 }
 
 // ProblemCode Rejections (`errors`): `invalid_source` (missing, unknown or mismatched site or key, or a
-// deactivated source), `missing_event_name` (no string `event_name`).
+// deactivated source; every event of the request gets it), `missing_event_name` (no string
+// `event_name`).
 // Warnings: `schema_violation`, `event_id_generated`, `timestamp_generated`,
-// `timestamp_normalized`, `timestamp_moved`, `duplicate_key` (a key repeated at the root or
-// in `context`; the last one was kept), `invalid_event_id` (a `context.event_id` with a lone
-// surrogate escape, replaced by a server id).
+// `timestamp_normalized`, `timestamp_moved`, `event_id_reused` (a duplicate whose body differs
+// from the event stored with its `context.event_id`: it was not stored), `duplicate_key` (a key
+// repeated at the root or in `context`; the last one was kept), `invalid_event_id` (a
+// `context.event_id` with a lone surrogate escape, replaced by a server id).
 type ProblemCode string
+
+// ProblemCount How many problems with one code a list left out.
+type ProblemCount struct {
+	// Code Rejections (`errors`): `invalid_source` (missing, unknown or mismatched site or key, or a
+	// deactivated source; every event of the request gets it), `missing_event_name` (no string
+	// `event_name`).
+	// Warnings: `schema_violation`, `event_id_generated`, `timestamp_generated`,
+	// `timestamp_normalized`, `timestamp_moved`, `event_id_reused` (a duplicate whose body differs
+	// from the event stored with its `context.event_id`: it was not stored), `duplicate_key` (a key
+	// repeated at the root or in `context`; the last one was kept), `invalid_event_id` (a
+	// `context.event_id` with a lone surrogate escape, replaced by a server id).
+	Code  ProblemCode `json:"code"`
+	Count int         `json:"count"`
+}
 
 // User defines model for User.
 type User struct {
@@ -289,6 +329,9 @@ type TokenQuery = string
 type BadRequest = Error
 
 // Collected What became of each event of a usable request. `received = accepted + duplicates + rejected`.
+// The lists are bounded (see "Size of a 200 answer" in the description): each holds at most 100
+// problems, the first ones by `index`, and what is left out is counted by code in
+// `errors_omitted` and `warnings_omitted`.
 type Collected = CollectResult
 
 // InternalError Why a whole request was refused (400) or could not be stored (503, 500).

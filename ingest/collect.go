@@ -5,17 +5,24 @@
 //  2. the source service authenticates tc_s and the key (an invalid_source rejection otherwise);
 //  3. eventProcessor.process, for each event: event_name, normalisation (id, timestamp), schema
 //     validation with kin-openapi; warnings and rejections;
-//  4. trackapi.EventStore.StoreEvents, which returns once the events are synced to disk.
+//  4. trackapi.EventStore.StoreEvents (StoreEventOutcomes when the store is a
+//     trackapi.OutcomeStore, which tells a reused event id), which returns once the events are
+//     synced to disk;
+//  5. the answer, whose size answer.go bounds.
 //
 // It knows nothing of HTTP or Echo; server/ adapts it to the generated Echo interface.
 package ingest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
@@ -33,14 +40,19 @@ type Config struct {
 	Sources Authenticator
 	// Now is the receive-time clock; nil: time.Now.
 	Now func() time.Time
+	// Logger gets a line (info) for each event whose id was already stored for a different
+	// event; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Collector applies the event rules to collect requests. It is safe for concurrent use.
 type Collector struct {
-	store   trackapi.EventStore
-	sources Authenticator
-	events  *eventProcessor
-	now     func() time.Time
+	store    trackapi.EventStore
+	outcomes trackapi.OutcomeStore // store, when it tells reused ids from plain duplicates
+	sources  Authenticator
+	events   *eventProcessor
+	now      func() time.Time
+	log      *slog.Logger
 }
 
 // New builds a Collector; it fails only when the embedded spec's Event schema is unusable.
@@ -55,7 +67,11 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Collector{store: cfg.Store, sources: cfg.Sources, events: events, now: cfg.Now}, nil
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	outcomes, _ := cfg.Store.(trackapi.OutcomeStore)
+	return &Collector{store: cfg.Store, outcomes: outcomes, sources: cfg.Sources, events: events, now: cfg.Now, log: cfg.Logger}, nil
 }
 
 // Request is one collect request as the event rules see it.
@@ -87,59 +103,191 @@ func (c *Collector) Collect(ctx context.Context, req Request) (gen.CollectResult
 	return c.collect(ctx, req, raws)
 }
 
-// collect authenticates, processes and stores the events of a usable request.
+// collect authenticates, processes and stores the events of a usable request, and answers
+// within the bounds of answer.go.
 func (c *Collector) collect(ctx context.Context, req Request, raws []json.RawMessage) (gen.CollectResult, error) {
 	receivedAt := c.now()
-	result := gen.CollectResult{Received: len(raws), Errors: []gen.Problem{}, Warnings: []gen.Problem{}}
+	result := gen.CollectResult{Received: len(raws)}
 
 	auth, err := c.sources.Authenticate(ctx, req.Site, req.Key)
 	if err != nil {
 		return gen.CollectResult{}, err
 	}
 	if !auth.OK() {
-		for i := range raws {
-			result.Errors = append(result.Errors, gen.Problem{
-				Index: i, Code: gen.InvalidSource, Path: "",
-				Message: "missing, unknown or deactivated source: check tc_s and the source key",
-			})
-		}
+		// The same rejection for every event: listed for the first ones, counted for the rest.
+		a := newAnswer(len(req.Body), len(raws), len(raws), []string{string(gen.InvalidSource)}, nil)
+		a.addRun(&a.errors, 0, len(raws), invalidSource)
+		a.fill(&result)
 		result.Rejected = len(raws)
 		return result, nil
 	}
 
+	outcomes := make([]eventOutcome, len(raws))
 	toStore := make([]trackapi.Event, 0, len(raws))
+	hashes := make([]byte, bodyHashBytes*len(raws)) // one allocation for the request's hashes
 	for i, raw := range raws {
 		p := c.events.process(raw, req.Batch, receivedAt)
 		if p.rejected != nil {
-			result.Errors = append(result.Errors, problemAt(i, *p.rejected))
+			outcomes[i].rejected = p.rejected
 			result.Rejected++
 			continue
 		}
-		for _, w := range p.warnings {
-			result.Warnings = append(result.Warnings, problemAt(i, w))
-		}
+		outcomes[i].warnings = p.warnings
+		outcomes[i].stored = len(toStore)
+		hash := hashes[i*bodyHashBytes : (i+1)*bodyHashBytes : (i+1)*bodyHashBytes]
+		bodyHash(hash, raw)
 		toStore = append(toStore, trackapi.Event{
 			SourceID: auth.Source.ID, Site: auth.Source.Site, EventID: p.eventID, EventName: p.eventName,
-			ReceivedAt: receivedAt.UnixMilli(), Body: p.body, Warnings: p.warnings,
+			ReceivedAt: receivedAt.UnixMilli(), Body: p.body, Warnings: p.warnings, BodyHash: hash,
 		})
 	}
 
+	var stored []trackapi.StoreOutcome
 	if len(toStore) > 0 {
-		stored, err := c.store.StoreEvents(ctx, toStore)
-		if err != nil {
+		if stored, err = c.storeEvents(ctx, toStore); err != nil {
 			return gen.CollectResult{}, err
 		}
-		for _, isNew := range stored {
-			if isNew {
-				result.Accepted++
-			} else {
-				result.Duplicates++
-			}
+	}
+	var reused []int // indexes into toStore
+	for i, o := range stored {
+		switch o {
+		case trackapi.OutcomeStored:
+			result.Accepted++
+		case trackapi.OutcomeIDReused:
+			reused = append(reused, i)
+			result.Duplicates++
+		default:
+			result.Duplicates++
 		}
+	}
+
+	a := c.listProblems(req, outcomes, stored)
+	a.fill(&result)
+	if len(reused) > 0 {
+		c.logReused(auth, toStore, reused)
 	}
 	return result, nil
 }
 
-func problemAt(index int, p trackapi.Problem) gen.Problem {
-	return gen.Problem{Index: index, Code: gen.ProblemCode(p.Code), Path: p.Path, Message: p.Message}
+// eventOutcome is what the answer says about one event of the request.
+type eventOutcome struct {
+	rejected *trackapi.Problem  // nil when the event went to the store
+	warnings []trackapi.Problem // of an event that went to the store
+	stored   int                // its index in the events given to the store
+}
+
+// listProblems lists the request's problems, in the order of the events: each event's rejection or
+// warnings, and event_id_reused after the warnings of a duplicate whose body differed.
+func (c *Collector) listProblems(req Request, outcomes []eventOutcome, stored []trackapi.StoreOutcome) *answer {
+	reused := func(o eventOutcome) bool {
+		return o.rejected == nil && stored[o.stored] == trackapi.OutcomeIDReused
+	}
+	var errorCodes, warningCodes []string
+	problems := 0
+	for _, o := range outcomes {
+		if o.rejected != nil {
+			errorCodes = addCode(errorCodes, o.rejected.Code)
+			problems++
+			continue
+		}
+		for _, w := range o.warnings {
+			warningCodes = addCode(warningCodes, w.Code)
+		}
+		problems += len(o.warnings)
+		if reused(o) {
+			warningCodes = addCode(warningCodes, idReused.Code)
+			problems++
+		}
+	}
+	a := newAnswer(len(req.Body), len(outcomes), problems, errorCodes, warningCodes)
+	for i, o := range outcomes {
+		if o.rejected != nil {
+			a.add(&a.errors, i, *o.rejected)
+			continue
+		}
+		for _, w := range o.warnings {
+			a.add(&a.warnings, i, w)
+		}
+		if reused(o) {
+			a.add(&a.warnings, i, idReused)
+		}
+	}
+	return a
+}
+
+// storeEvents stores events with their outcomes when the store tells them, else with
+// StoreEvents (every duplicate then a plain one).
+func (c *Collector) storeEvents(ctx context.Context, events []trackapi.Event) ([]trackapi.StoreOutcome, error) {
+	if c.outcomes != nil {
+		return c.outcomes.StoreEventOutcomes(ctx, events)
+	}
+	stored, err := c.store.StoreEvents(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	outcomes := make([]trackapi.StoreOutcome, len(stored))
+	for i, isNew := range stored {
+		outcomes[i] = trackapi.OutcomeDuplicate
+		if isNew {
+			outcomes[i] = trackapi.OutcomeStored
+		}
+	}
+	return outcomes, nil
+}
+
+// maxReusedLogLines caps the log lines of one request's reused event ids; one more line counts
+// the rest, so that a sender reusing ids in bulk cannot flood the log.
+const maxReusedLogLines = 10
+
+// logReused leaves a trace of each reused event id (source and id, never the body), for an
+// operator to find the event the sender meant to send and could not.
+func (c *Collector) logReused(auth sources.Auth, events []trackapi.Event, reused []int) {
+	for n, i := range reused {
+		if n == maxReusedLogLines {
+			c.log.Info("more event ids reused for different events in the same request; not stored",
+				"source_id", auth.Source.ID, "site", auth.Source.Site, "count", len(reused)-n)
+			return
+		}
+		c.log.Info("event id reused for a different event; not stored (counted as a duplicate)",
+			"source_id", auth.Source.ID, "site", auth.Source.Site, "event_id", shorten(events[i].EventID, 200))
+	}
+}
+
+// shorten cuts s to at most n bytes (at a rune boundary) for a log line, saying so.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
+}
+
+// invalidSource rejects every event of a request that names no active source.
+var invalidSource = trackapi.Problem{
+	Code: string(gen.InvalidSource), Path: "",
+	Message: "missing, unknown or deactivated source: check tc_s and the source key",
+}
+
+// idReused is the warning on a duplicate whose body differs from the stored event's.
+var idReused = trackapi.Problem{
+	Code: string(gen.EventIdReused), Path: "/context/event_id",
+	Message: "an event with this context.event_id was already stored with a different body; " +
+		"this one was not stored (counted as a duplicate)",
+}
+
+// bodyHashBytes is how much of the SHA-256 of an event's bytes is kept: 64 bits tell a different
+// body from a retry with a chance of error of 2^-64 a duplicate, for 9 bytes a stored event.
+const bodyHashBytes = 8
+
+// bodyHash writes into dst the hash of an event as its sender sent it (trackapi.Event.BodyHash):
+// its raw bytes, without the white space around them. Hashing what was sent, not the stored body,
+// is what keeps a plain retry from counting as a different event when the server fills in a
+// timestamp (the receive time, different at each attempt); the cost is that the same event sent
+// again with other spacing or member order counts as different.
+func bodyHash(dst []byte, raw []byte) {
+	sum := sha256.Sum256(bytes.TrimSpace(raw))
+	copy(dst, sum[:])
 }

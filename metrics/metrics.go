@@ -47,7 +47,7 @@ func New() *Metrics {
 		}, []string{"endpoint", "outcome"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackapi_events_total",
-			Help: "Events of 200 responses by endpoint and outcome (accepted, duplicate, rejected), with the rejection code.",
+			Help: "Events of 200 responses by endpoint and outcome (accepted, duplicate, rejected), with the rejection code, and code event_id_reused for a duplicate whose id was already stored for a different event.",
 		}, []string{"endpoint", "outcome", "code"}),
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "trackapi_request_duration_seconds",
@@ -133,6 +133,10 @@ type Request struct {
 	// For a 200: events by outcome.
 	Accepted, Duplicates int
 	Rejected             map[string]int // by rejection code
+	// IDReused is how many of Duplicates repeated an event id already stored for a different
+	// event (their warning event_id_reused): counted as duplicates with code event_id_reused, the
+	// other duplicates with code "". ingest.ProblemCounts gives it, with Rejected, from the answer.
+	IDReused int
 }
 
 // ObserveRequest counts one answered collect request and its events.
@@ -143,8 +147,11 @@ func (m *Metrics) ObserveRequest(r Request) {
 	if r.Accepted > 0 {
 		m.events.WithLabelValues(r.Endpoint, "accepted", "").Add(float64(r.Accepted))
 	}
-	if r.Duplicates > 0 {
-		m.events.WithLabelValues(r.Endpoint, "duplicate", "").Add(float64(r.Duplicates))
+	if plain := r.Duplicates - r.IDReused; plain > 0 {
+		m.events.WithLabelValues(r.Endpoint, "duplicate", "").Add(float64(plain))
+	}
+	if r.IDReused > 0 {
+		m.events.WithLabelValues(r.Endpoint, "duplicate", "event_id_reused").Add(float64(r.IDReused))
 	}
 	for code, n := range r.Rejected {
 		m.events.WithLabelValues(r.Endpoint, "rejected", code).Add(float64(n))

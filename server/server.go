@@ -150,12 +150,9 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	}
 	observed.Status, observed.Outcome = http.StatusOK, "ok"
 	observed.Accepted, observed.Duplicates = result.Accepted, result.Duplicates
-	if len(result.Errors) > 0 {
-		observed.Rejected = map[string]int{}
-		for _, e := range result.Errors {
-			observed.Rejected[string(e.Code)]++
-		}
-	}
+	// Counted from the listed and the omitted problems, since a long list is cut in the answer.
+	rejected, warnings := ingest.ProblemCounts(result)
+	observed.Rejected, observed.IDReused = rejected, warnings[string(gen.EventIdReused)]
 	return c.JSON(http.StatusOK, result)
 }
 

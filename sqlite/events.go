@@ -1,9 +1,9 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -15,14 +15,19 @@ import (
 // insertEvent stores one event unless its (source_id, event_id) is already stored; the
 // statement then changes no row, which is how a duplicate is told apart. SQLite numbers the row
 // max(seq)+1, which is right unless the newest events were deleted (see selectSeqState).
-const insertEvent = `INSERT INTO events(source_id, site, event_id, event_name, received_at, body, warnings)
-VALUES(?, ?, ?, ?, ?, ?, ?)
+const insertEvent = `INSERT INTO events(source_id, site, event_id, event_name, received_at, body, warnings, body_hash)
+VALUES(?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(source_id, event_id) DO NOTHING`
 
 // insertEventAt is insertEvent with the sequence number given, its first argument.
-const insertEventAt = `INSERT INTO events(seq, source_id, site, event_id, event_name, received_at, body, warnings)
-VALUES(?, ?, ?, ?, ?, ?, ?, ?)
+const insertEventAt = `INSERT INTO events(seq, source_id, site, event_id, event_name, received_at, body, warnings, body_hash)
+VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(source_id, event_id) DO NOTHING`
+
+// selectBodyHash finds the body hash of the stored event a duplicate collided with, through the
+// (source_id, event_id) index. It runs for duplicates that carry a hash only, never for a new
+// event: the insert alone tells those apart.
+const selectBodyHash = `SELECT body_hash FROM events WHERE source_id = ? AND event_id = ?`
 
 // selectSeqState reads the newest event's sequence number and the floor, the newest deleted
 // one's (migration 0003 explains why and how): the highest number ever handed out is the larger
@@ -57,19 +62,38 @@ type row struct {
 	eventID    string
 	eventName  string
 	receivedAt int64
-	body       string
-	warnings   any // JSON text, or nil for NULL
+	body       string // the body to store: a member the server filled in may be cut out (compact.go)
+	warnings   any    // the compact form ([]byte), or nil for NULL
+	hash       any    // the body hash ([]byte), or nil for NULL
 }
 
 // reply is the committer's answer to one request.
 type reply struct {
-	stored []bool
-	err    error
+	outcomes []trackapi.StoreOutcome
+	err      error
 }
 
 // StoreEvents commits events and syncs them to disk before it returns. stored[i] is false when
 // events[i] repeats an event already stored for the same source and event id, including an
-// earlier one in the same call or in a concurrent call.
+// earlier one in the same call or in a concurrent call. It is StoreEventOutcomes without telling
+// a reused id from a plain duplicate.
+func (d *DB) StoreEvents(ctx context.Context, events []trackapi.Event) ([]bool, error) {
+	outcomes, err := d.StoreEventOutcomes(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	stored := make([]bool, len(outcomes))
+	for i, o := range outcomes {
+		stored[i] = o == trackapi.OutcomeStored
+	}
+	return stored, nil
+}
+
+// StoreEventOutcomes commits events and syncs them to disk before it returns, with what became of
+// each: trackapi.OutcomeStored, or, for an event whose source and event id are already stored
+// (including by an earlier event of the same call or of a concurrent call),
+// trackapi.OutcomeIDReused when both have a body hash and they differ, else
+// trackapi.OutcomeDuplicate.
 //
 // The call is committed together with the other calls waiting at the time, in one transaction.
 // Errors:
@@ -83,7 +107,7 @@ type reply struct {
 //     source) and none of them was stored, the other calls in the same transaction not being
 //     affected; or, rarely, the transaction itself failed for a reason a retry would not fix
 //     (a corrupt file, a bug), and nothing was stored.
-func (d *DB) StoreEvents(ctx context.Context, events []trackapi.Event) ([]bool, error) {
+func (d *DB) StoreEventOutcomes(ctx context.Context, events []trackapi.Event) ([]trackapi.StoreOutcome, error) {
 	req, err := d.enqueue(ctx, events)
 	if err != nil {
 		return nil, err
@@ -99,26 +123,28 @@ func (d *DB) enqueue(ctx context.Context, events []trackapi.Event) (*request, er
 		return nil, fmt.Errorf("store events: %w", err)
 	}
 	rows := make([]row, len(events))
+	var enc encoder
 	for i, e := range events {
 		if len(e.Body) == 0 {
 			return nil, fmt.Errorf("store events: event %q has no body", e.EventID)
 		}
+		body, warnings := enc.encode(e)
 		rows[i] = row{
 			sourceID:   e.SourceID,
 			site:       e.Site,
 			eventID:    e.EventID,
 			eventName:  e.EventName,
 			receivedAt: e.ReceivedAt,
-			// No copy: the body is bound as TEXT (a string) but stays the caller's bytes, which
-			// nobody changes while the call runs; a copy doubled the memory of a burst of batches.
-			body: unsafe.String(unsafe.SliceData(e.Body), len(e.Body)),
+			// No copy: the body is bound as TEXT (a string) but stays the caller's bytes (or the
+			// encoder's), which nobody changes while the call runs; a copy doubled the memory of a
+			// burst of batches.
+			body: unsafe.String(unsafe.SliceData(body), len(body)),
 		}
-		if len(e.Warnings) > 0 {
-			w, err := json.Marshal(e.Warnings)
-			if err != nil {
-				return nil, fmt.Errorf("store events: encode warnings of event %q: %w", e.EventID, err)
-			}
-			rows[i].warnings = string(w)
+		if warnings != nil {
+			rows[i].warnings = warnings
+		}
+		if e.BodyHash != nil {
+			rows[i].hash = e.BodyHash
 		}
 	}
 	req := &request{ctx: ctx, rows: rows, reply: make(chan reply, 1)}
@@ -138,10 +164,10 @@ func (d *DB) enqueue(ctx context.Context, events []trackapi.Event) (*request, er
 }
 
 // wait returns the committer's reply, or the context's error if ctx ends first.
-func (r *request) wait(ctx context.Context) ([]bool, error) {
+func (r *request) wait(ctx context.Context) ([]trackapi.StoreOutcome, error) {
 	select {
 	case rep := <-r.reply:
-		return rep.stored, rep.err
+		return rep.outcomes, rep.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("store events: waiting for commit: %w", ctx.Err())
 	}
@@ -278,21 +304,21 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 	replies := make([]reply, len(group))
 	for i, r := range group {
 		if !savepoints {
-			stored, err := insertRows(ctx, tx, stmt, r.rows, &next)
+			outcomes, err := d.insertRows(ctx, tx, stmt, r.rows, &next)
 			if err != nil {
 				return nil, err
 			}
-			replies[i].stored = stored
+			replies[i].outcomes = outcomes
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
 			return nil, fmt.Errorf("savepoint: %w", err)
 		}
 		nextBefore := next
-		stored, err := insertRows(ctx, tx, stmt, r.rows, &next)
+		outcomes, err := d.insertRows(ctx, tx, stmt, r.rows, &next)
 		switch {
 		case err == nil:
-			replies[i].stored = stored
+			replies[i].outcomes = outcomes
 		case !retryable(err):
 			if _, rbErr := tx.ExecContext(ctx, "ROLLBACK TO request"); rbErr != nil {
 				return nil, fmt.Errorf("roll back to savepoint: %w", rbErr)
@@ -314,19 +340,26 @@ func (d *DB) insertGroupOnce(group []*request, savepoints bool) ([]reply, error)
 	return replies, nil
 }
 
-// insertRows inserts rows with stmt (insertEvent in tx) and reports which were new. *next is the
-// sequence number the next new row must be given explicitly, with insertEventAt, or 0 when
+// insertRows inserts rows with stmt (insertEvent in tx) and reports what became of each. *next is
+// the sequence number the next new row must be given explicitly, with insertEventAt, or 0 when
 // SQLite's max(seq)+1 is right; once a row took it, it is 0. A duplicate, not inserted, takes no
-// number.
-func insertRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, rows []row, next *int64) ([]bool, error) {
-	stored := make([]bool, len(rows))
+// number; when it has a body hash, the stored event's is looked up (selectBodyHash) to tell a
+// reused id, so only duplicates cost a second statement.
+func (d *DB) insertRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, rows []row, next *int64) ([]trackapi.StoreOutcome, error) {
+	outcomes := make([]trackapi.StoreOutcome, len(rows))
+	var lookup *sql.Stmt
+	defer func() {
+		if lookup != nil {
+			lookup.Close()
+		}
+	}()
 	for i, r := range rows {
 		var res sql.Result
 		var err error
 		if *next == 0 {
-			res, err = stmt.ExecContext(ctx, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings)
+			res, err = stmt.ExecContext(ctx, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings, r.hash)
 		} else {
-			res, err = tx.ExecContext(ctx, insertEventAt, *next, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings)
+			res, err = tx.ExecContext(ctx, insertEventAt, *next, r.sourceID, r.site, r.eventID, r.eventName, r.receivedAt, r.body, r.warnings, r.hash)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("insert event %q of source %d: %w", r.eventID, r.sourceID, err)
@@ -335,12 +368,27 @@ func insertRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, rows []row, nex
 		if err != nil {
 			return nil, fmt.Errorf("insert event %q of source %d: %w", r.eventID, r.sourceID, err)
 		}
-		stored[i] = n == 1
-		if stored[i] {
+		if n == 1 {
+			outcomes[i] = trackapi.OutcomeStored
 			*next = 0
+			continue
+		}
+		outcomes[i] = trackapi.OutcomeDuplicate
+		if r.hash == nil {
+			continue
+		}
+		if lookup == nil {
+			lookup = tx.StmtContext(ctx, d.selectHash)
+		}
+		var stored []byte
+		if err := lookup.QueryRowContext(ctx, r.sourceID, r.eventID).Scan(&stored); err != nil {
+			return nil, fmt.Errorf("read the body hash of event %q of source %d: %w", r.eventID, r.sourceID, err)
+		}
+		if stored != nil && !bytes.Equal(stored, r.hash.([]byte)) {
+			outcomes[i] = trackapi.OutcomeIDReused
 		}
 	}
-	return stored, nil
+	return outcomes, nil
 }
 
 // ReadEvents returns up to limit stored events with a sequence number above after that match
@@ -381,26 +429,23 @@ func (d *DB) ReadEvents(ctx context.Context, after int64, filter trackapi.EventF
 // storedEventColumns are the columns scanStoredEvent reads, in its order.
 const storedEventColumns = `seq, source_id, site, event_id, event_name, received_at, body, warnings`
 
-// scanStoredEvent reads the storedEventColumns of one row. Warnings are an empty, non-nil slice
-// when there are none; EventName is "" for an event stored without one.
+// scanStoredEvent reads the storedEventColumns of one row: the body as it was given to
+// StoreEvents and its warnings with their messages, from either form of the warnings column
+// (compact.go). Warnings are an empty, non-nil slice when there are none; EventName is "" for an
+// event stored without one.
 func scanStoredEvent(rows *sql.Rows) (trackapi.StoredEvent, error) {
 	var e trackapi.StoredEvent
-	var name, warnings sql.NullString
-	var body []byte
+	var name sql.NullString
+	var body, warnings []byte
 	if err := rows.Scan(&e.Seq, &e.SourceID, &e.Site, &e.EventID, &name, &e.ReceivedAt, &body, &warnings); err != nil {
 		return trackapi.StoredEvent{}, err
 	}
 	e.EventName = name.String
-	e.Event = body
-	e.Warnings = []trackapi.Problem{}
-	if warnings.Valid {
-		if err := json.Unmarshal([]byte(warnings.String), &e.Warnings); err != nil {
-			return trackapi.StoredEvent{}, fmt.Errorf("warnings of event %d: %w", e.Seq, err)
-		}
-		if e.Warnings == nil { // the text "null"
-			e.Warnings = []trackapi.Problem{}
-		}
+	body, problems, err := decode(e.EventID, e.ReceivedAt, body, warnings)
+	if err != nil {
+		return trackapi.StoredEvent{}, fmt.Errorf("warnings of event %d: %w", e.Seq, err)
 	}
+	e.Event, e.Warnings = body, problems
 	return e, nil
 }
 

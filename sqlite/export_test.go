@@ -99,7 +99,17 @@ func Enqueue(ctx context.Context, d *DB, events []trackapi.Event) (wait func() (
 	if err != nil {
 		return nil, err
 	}
-	return func() ([]bool, error) { return req.wait(ctx) }, nil
+	return func() ([]bool, error) {
+		outcomes, err := req.wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		stored := make([]bool, len(outcomes))
+		for i, o := range outcomes {
+			stored[i] = o == trackapi.OutcomeStored
+		}
+		return stored, nil
+	}, nil
 }
 
 // StopAccepting is the first half of Close: new requests are refused, queued ones still run.

@@ -84,10 +84,11 @@ type DB struct {
 	// reader is a pool for queries; in WAL mode they run beside the writer without blocking it.
 	reader *sql.DB
 	opts   Options
-	// insert is the insert of one event, and seqState the committer's read of the sequence's
-	// state, both prepared once on the writer.
-	insert   *sql.Stmt
-	seqState *sql.Stmt
+	// insert is the insert of one event, seqState the committer's read of the sequence's state
+	// and selectHash its read of a duplicate's stored body hash, all prepared once on the writer.
+	insert     *sql.Stmt
+	seqState   *sql.Stmt
+	selectHash *sql.Stmt
 
 	// mu guards closed and the sends on requests, so that Close can close requests without a
 	// StoreEvents sending on a closed channel.
@@ -151,9 +152,10 @@ func (h *health) recovered(failures uint64) {
 
 // Compile-time checks that DB is the store the server and the command line expect.
 var (
-	_ trackapi.EventStore  = (*DB)(nil)
-	_ trackapi.EventLog    = (*DB)(nil)
-	_ trackapi.SourceStore = (*DB)(nil)
+	_ trackapi.EventStore   = (*DB)(nil)
+	_ trackapi.OutcomeStore = (*DB)(nil)
+	_ trackapi.EventLog     = (*DB)(nil)
+	_ trackapi.SourceStore  = (*DB)(nil)
 )
 
 //go:embed migrations/*.sql
@@ -213,14 +215,23 @@ func OpenWithOptions(path string, opts Options) (*DB, error) {
 		reader.Close()
 		return nil, fmt.Errorf("open %s: prepare sequence read: %w", path, err)
 	}
+	selectHash, err := writer.Prepare(selectBodyHash)
+	if err != nil {
+		seqState.Close()
+		insert.Close()
+		writer.Close()
+		reader.Close()
+		return nil, fmt.Errorf("open %s: prepare body hash read: %w", path, err)
+	}
 	d := &DB{
-		insert:   insert,
-		seqState: seqState,
-		writer:   writer,
-		reader:   reader,
-		opts:     opts,
-		requests: make(chan *request, queueSize),
-		done:     make(chan struct{}),
+		insert:     insert,
+		seqState:   seqState,
+		selectHash: selectHash,
+		writer:     writer,
+		reader:     reader,
+		opts:       opts,
+		requests:   make(chan *request, queueSize),
+		done:       make(chan struct{}),
 	}
 	go d.commitLoop()
 	return d, nil
@@ -403,7 +414,7 @@ func (d *DB) Close() error {
 		// The reader first, so that the writer is the last connection: it checkpoints the log
 		// into the database file and removes it.
 		d.poolsClosed.Store(true)
-		d.closeErr = errors.Join(d.insert.Close(), d.seqState.Close(), d.reader.Close(), d.writer.Close())
+		d.closeErr = errors.Join(d.insert.Close(), d.seqState.Close(), d.selectHash.Close(), d.reader.Close(), d.writer.Close())
 		if d.closeErr != nil {
 			d.closeErr = fmt.Errorf("close: %w", d.closeErr)
 		}

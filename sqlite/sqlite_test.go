@@ -23,7 +23,7 @@ import (
 )
 
 // schemaVersion is the number of files in migrations/.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // commits records what Options.OnCommit reports.
 type commits struct {

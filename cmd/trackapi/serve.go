@@ -97,7 +97,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		ln.Close()
 		return err
 	}
-	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys})
+	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys, Logger: log})
 	if err != nil {
 		ln.Close()
 		return err

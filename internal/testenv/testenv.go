@@ -131,7 +131,7 @@ func Open(opts Options) (*Server, error) {
 	if events == nil {
 		events = db
 	}
-	collector, err := ingest.New(ingest.Config{Store: events, Sources: keys})
+	collector, err := ingest.New(ingest.Config{Store: events, Sources: keys, Logger: opts.Logger})
 	if err != nil {
 		return fail(err)
 	}

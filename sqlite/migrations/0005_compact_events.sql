@@ -1,0 +1,20 @@
+-- 0005: events take less room, and keep what tells a reused event id from a retry.
+--
+-- body_hash is what the sender sent for the event (trackapi.Event.BodyHash: 8 bytes of a SHA-256
+-- of its raw bytes), or NULL when unknown, as for every row written before this migration. A
+-- duplicate whose hash differs from the stored one's is a reused event id: the collect answer
+-- warns (event_id_reused). It is read only for duplicates, through the (source_id, event_id)
+-- index, so it needs no index of its own.
+--
+-- warnings changes form without a change of schema (sqlite/compact.go describes both): rows
+-- written from now on hold a compact BLOB of codes, paths and offsets, rows written before keep
+-- their JSON text, and readers tell the two apart by the first byte. The JSON form cost more than
+-- the events it described: for 18-byte events without id or timestamp (each gets
+-- event_id_generated, timestamp_generated and a schema_violation), 396 bytes of warnings a row,
+-- 639 bytes on disk an event, 33 bytes on disk a byte received. The messages that can be rebuilt
+-- from the row (the server-assigned id is the row's event_id) are not stored, and neither are the
+-- context.event_id and context.event_timestamp members the server added to the body: the row holds
+-- them already (event_id, received_at), and the warning records where they go back. Old rows are
+-- not rewritten: that would hold the write lock, and collecting with it, for the time of a
+-- rewrite of the whole table, to save space that retention frees anyway.
+ALTER TABLE events ADD COLUMN body_hash BLOB;
