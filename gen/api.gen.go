@@ -178,9 +178,12 @@ type Device struct {
 // Error Why a whole request was refused (400) or could not be stored (503, 500).
 type Error struct {
 	// Code 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
-	// invalid UTF-8, trailing data, nesting deeper than 10000 levels), `invalid_payload` (valid
-	// JSON of the wrong shape), `event_too_large` (a batch element over 32768 bytes). 503:
-	// `unavailable`. 500: `internal`.
+	// invalid UTF-8, trailing data, nesting deeper than 10000 levels, a
+	// Content-Encoding other than one `gzip`, a body that stalled),
+	// `invalid_payload` (valid JSON of the wrong shape, or a request with both Content-Length and
+	// Transfer-Encoding), `event_too_large` (a batch element over 32768 bytes). 503:
+	// `unavailable` (the store cannot commit, or the server is overloaded: the message says
+	// which). 500: `internal`.
 	Code ErrorCode `json:"code"`
 
 	// Index The batch element at fault, for `invalid_payload` and `event_too_large` in a batch.
@@ -189,9 +192,12 @@ type Error struct {
 }
 
 // ErrorCode 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
-// invalid UTF-8, trailing data, nesting deeper than 10000 levels), `invalid_payload` (valid
-// JSON of the wrong shape), `event_too_large` (a batch element over 32768 bytes). 503:
-// `unavailable`. 500: `internal`.
+// invalid UTF-8, trailing data, nesting deeper than 10000 levels, a
+// Content-Encoding other than one `gzip`, a body that stalled),
+// `invalid_payload` (valid JSON of the wrong shape, or a request with both Content-Length and
+// Transfer-Encoding), `event_too_large` (a batch element over 32768 bytes). 503:
+// `unavailable` (the store cannot commit, or the server is overloaded: the message says
+// which). 500: `internal`.
 type ErrorCode string
 
 // Event One event. `event_name` is the only property the server requires; the others marked required

@@ -34,6 +34,10 @@ type Metrics struct {
 	retryRows     *prometheus.GaugeVec
 	circuitOpen   *prometheus.GaugeVec
 	retentionGone *prometheus.CounterVec
+
+	bodyBudgetHeld prometheus.Gauge
+	connections    prometheus.Gauge
+	connPressure   prometheus.Gauge
 }
 
 // New makes the collectors and registers them, with the Go runtime and process collectors, on a
@@ -107,10 +111,23 @@ func New() *Metrics {
 		Name: "trackapi_retention_events_total",
 		Help: "Events removed by retention: deleted (all of them), and expired (those a destination had not settled yet, counted once per such destination).",
 	}, []string{"outcome"})
+	m.bodyBudgetHeld = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trackapi_request_body_budget_held_bytes",
+		Help: "Bytes of the budget of request bodies in flight held now (a body holds what it has received, at most twice that).",
+	})
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trackapi_http_connections",
+		Help: "Open client connections of the HTTP server.",
+	})
+	m.connPressure = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trackapi_http_connection_pressure",
+		Help: "1 while open connections are near the cap (idle ones are closed, keep-alives off), else 0.",
+	})
 	m.authOK = m.auths.WithLabelValues("ok")
 	m.registry.MustRegister(m.requests, m.events, m.requestSeconds, m.bodyBytes, m.commitSeconds,
 		m.groupRequests, m.groupEvents, m.auths, m.keyLookups,
 		m.deliveries, m.lagEvents, m.lagSeconds, m.retryRows, m.circuitOpen, m.retentionGone,
+		m.bodyBudgetHeld, m.connections, m.connPressure,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -208,4 +225,20 @@ func (m *Metrics) ObserveDestination(destination string, lagEvents int64, lagSec
 func (m *Metrics) ObserveRetention(deleted, expired int64) {
 	m.retentionGone.WithLabelValues("deleted").Add(float64(deleted))
 	m.retentionGone.WithLabelValues("expired").Add(float64(expired))
+}
+
+// ObserveBodyBudget sets the bytes of the body budget held now.
+func (m *Metrics) ObserveBodyBudget(held int64) {
+	m.bodyBudgetHeld.Set(float64(held))
+}
+
+// ObserveConnections sets the open connections and whether the server is under connection
+// pressure.
+func (m *Metrics) ObserveConnections(open int, pressure bool) {
+	m.connections.Set(float64(open))
+	p := 0.0
+	if pressure {
+		p = 1
+	}
+	m.connPressure.Set(p)
 }

@@ -25,6 +25,12 @@ func (operations) GetHealth(c echo.Context) error {
 	return c.JSON(http.StatusOK, ops.Status{Status: ops.Ok})
 }
 
+// HeadHealth is GetHealth without the body (net/http writes none for HEAD).
+func (o operations) HeadHealth(c echo.Context) error { return o.GetHealth(c) }
+
+// HeadReadiness is GetReadiness without the body.
+func (o operations) HeadReadiness(c echo.Context) error { return o.GetReadiness(c) }
+
 // GetReadiness tells load balancers whether collect requests can be stored right now.
 func (o operations) GetReadiness(c echo.Context) error {
 	if err := o.ready(c.Request().Context()); err != nil {

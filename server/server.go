@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -38,18 +39,45 @@ type Config struct {
 	Metrics *metrics.Metrics // nil: a new set
 	Logger  *slog.Logger     // nil: slog.Default()
 	// BodyBudget bounds the bytes of request bodies held at once (0: DefaultBodyBudget), and
-	// BodyWait how long a request waits for room before it gets a 503 (0: DefaultBodyWait).
-	BodyBudget int64
-	BodyWait   time.Duration
+	// BodyWait how long a request waits for room, in all, before it gets a 503 (0:
+	// DefaultBodyWait). BodyBudgetPerClient bounds what one client address holds of it (0: half
+	// the budget, and never less than the largest body, a gzip batch and what it decompresses to).
+	BodyBudget          int64
+	BodyWait            time.Duration
+	BodyBudgetPerClient int64
+	// BodyIdleTimeout cuts off a body that sends nothing for that long (0:
+	// DefaultBodyIdleTimeout); BodyTimeout bounds the whole body (0: DefaultBodyTimeout).
+	BodyIdleTimeout time.Duration
+	BodyTimeout     time.Duration
+	// StoreTimeout bounds storing a request's events once its body is read (0:
+	// DefaultStoreTimeout). That phase does not end when the client hangs up: events handed to
+	// the store are committed and answered.
+	StoreTimeout time.Duration
+	// TrustedProxies are the networks whose X-Forwarded-For is believed: the client address of a
+	// request (in logs and for the per-client share of the budget) is then the nearest address of
+	// that header not in them. Empty: the connection's peer address, whatever the headers say.
+	TrustedProxies []*net.IPNet
 }
+
+// DefaultStoreTimeout bounds storing one request's events (a commit takes milliseconds; this is
+// for a store that hangs), as long as the server's write timeout.
+const DefaultStoreTimeout = 30 * time.Second
+
+// largestClaim is the most one request may hold: a gzip batch at its limit and what it
+// decompresses to.
+const largestClaim = 2 * (trackapi.BatchBodyLimit + 1)
 
 // Server implements echoapi.ServerInterface.
 type Server struct {
-	collector *ingest.Collector
-	ready     func(context.Context) error
-	metrics   *metrics.Metrics
-	bodies    *bodyBudget
-	log       *slog.Logger
+	collector    *ingest.Collector
+	ready        func(context.Context) error
+	metrics      *metrics.Metrics
+	bodies       *bodyBudget
+	bodyIdle     time.Duration
+	bodyTimeout  time.Duration
+	storeTimeout time.Duration
+	clientIP     echo.IPExtractor
+	log          *slog.Logger
 }
 
 var _ echoapi.ServerInterface = (*Server)(nil)
@@ -63,14 +91,48 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{collector: cfg.Collector, ready: cfg.Ready, metrics: cfg.Metrics, bodies: newBodyBudget(cfg.BodyBudget, cfg.BodyWait), log: log}
+	s := &Server{collector: cfg.Collector, ready: cfg.Ready, metrics: cfg.Metrics, log: log,
+		bodyIdle:     orDefault(cfg.BodyIdleTimeout, DefaultBodyIdleTimeout),
+		bodyTimeout:  orDefault(cfg.BodyTimeout, DefaultBodyTimeout),
+		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
+		clientIP:     clientIPExtractor(cfg.TrustedProxies),
+	}
 	if s.ready == nil {
 		s.ready = func(context.Context) error { return nil }
 	}
 	if s.metrics == nil {
 		s.metrics = metrics.New()
 	}
+	budget := orDefault(cfg.BodyBudget, DefaultBodyBudget)
+	perClient := cfg.BodyBudgetPerClient
+	if perClient <= 0 {
+		perClient = max(budget/2, min(budget, largestClaim))
+	}
+	s.bodies = newBodyBudget(budget, perClient, cfg.BodyWait)
+	s.bodies.observe = s.metrics.ObserveBodyBudget
 	return s, nil
+}
+
+func orDefault[T int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// clientIPExtractor is how a request's client address is found: from X-Forwarded-For only when
+// the connection comes from a trusted proxy (not even loopback or private addresses are trusted
+// by default), else the connection's peer. Echo's default would believe X-Forwarded-For and
+// X-Real-IP from anyone, so any client could log itself as any address.
+func clientIPExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	options := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		options = append(options, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(options...)
 }
 
 // Handler returns the Echo instance serving the collect API (POST /events, /events/ and
@@ -81,8 +143,10 @@ func (s *Server) Handler() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.renderError
+	e.IPExtractor = s.clientIP
 	e.Use(middleware.Recover())
 	e.Use(s.requestLogger())
+	e.Use(checkFraming)
 	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
 	e.POST("/events", wrapper.CollectEvent)
@@ -122,29 +186,21 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 		s.metrics.ObserveRequest(observed)
 	}()
 
-	// Memory is bounded before the body is read: what a request may hold (its declared length,
-	// or the limit when chunked or compressed) is reserved from the budget, waiting for room at most
-	// BodyWait. A Content-Length over the limit is refused by readBody without a reservation.
+	// Memory is bounded while the body is read: it holds of the budget what has arrived, and
+	// waits (at most BodyWait) when that would leave the requests in flight unable to finish.
 	req := c.Request()
-	if req.ContentLength <= ep.bodyLimit {
-		reserve := ep.bodyLimit // chunked, or compressed: up to the limit once decompressed
-		if req.ContentLength >= 0 && req.Header.Get("Content-Encoding") == "" {
-			reserve = req.ContentLength
-		}
-		release, err := s.bodies.reserve(req.Context(), reserve)
-		if err != nil {
-			observed.Status, observed.Outcome = http.StatusServiceUnavailable, "overloaded"
-			return s.unavailable(c, err)
-		}
-		defer release()
-	}
-
-	body, refusal := readBody(req, ep.bodyLimit)
+	body, held, err := s.readBody(c, ep.bodyLimit)
+	defer held.close()
 	observed.BodyBytes = len(body)
-	if refusal != nil {
-		return s.refused(c, refusal, &observed)
+	if err != nil {
+		return s.bodyFailed(c, err, &observed)
 	}
-	result, err := s.collector.Collect(req.Context(), ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, Body: body})
+	// From here the request is the server's to finish: a client that hangs up (or half-closes its
+	// side after sending) cancels the request's context, but events handed to the store are
+	// committed, and answered, whatever the client does next; only the server's own bound ends it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), s.storeTimeout)
+	defer cancel()
+	result, err := s.collector.Collect(ctx, ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, Body: body})
 	if err != nil {
 		return s.failed(c, err, &observed)
 	}
@@ -156,13 +212,29 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	return c.JSON(http.StatusOK, result)
 }
 
+// bodyFailed answers a request whose body could not be read: a 400 for a refusal, a 503 when the
+// budget had no room in time, or, when the client went away while waiting for room, a 400 nobody
+// reads.
+func (s *Server) bodyFailed(c echo.Context, err error, observed *metrics.Request) error {
+	var refusal *ingest.Refusal
+	switch {
+	case errors.As(err, &refusal):
+		return s.refused(c, refusal, observed)
+	case errors.Is(err, errOverloaded):
+		observed.Status, observed.Outcome = http.StatusServiceUnavailable, "overloaded"
+		return s.overloaded(c, err)
+	default: // the request's context ended: the connection is gone
+		return s.refused(c, ingest.Refuse(gen.ErrorCodeInvalidJson, "the connection ended before the request body was read"), observed)
+	}
+}
+
 // failed answers a request the collector could not complete, by the class of its error.
 func (s *Server) failed(c echo.Context, err error, observed *metrics.Request) error {
 	var refusal *ingest.Refusal
 	switch {
 	case errors.As(err, &refusal):
 		return s.refused(c, refusal, observed)
-	case errors.Is(err, trackapi.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, trackapi.ErrUnavailable), errors.Is(err, context.DeadlineExceeded): // the store, or StoreTimeout
 		observed.Status, observed.Outcome = http.StatusServiceUnavailable, "unavailable"
 		return s.unavailable(c, err)
 	default:
@@ -185,19 +257,28 @@ func (s *Server) refused(c echo.Context, r *ingest.Refusal, observed *metrics.Re
 	return c.JSON(http.StatusBadRequest, gen.Error{Code: r.Code, Message: r.Message, Index: r.Index})
 }
 
-// unavailable answers 503: nothing of the request was acknowledged, and a retry is safe because
-// events are deduplicated on their id.
+// unavailable answers 503 for a store that cannot commit: nothing of the request was
+// acknowledged, and a retry is safe because events are deduplicated on their id.
 func (s *Server) unavailable(c echo.Context, err error) error {
-	switch {
-	case errors.Is(err, errOverloaded):
-		s.log.Warn("answering 503", "err", err)
-	case !errors.Is(err, context.Canceled):
-		s.log.Error("storing events failed; answering 503", "err", err)
-	}
+	s.log.Error("storing events failed; answering 503", "path", c.Request().URL.Path, "err", err)
 	c.Response().Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))
 	return c.JSON(http.StatusServiceUnavailable, gen.Error{
 		Code: gen.ErrorCodeUnavailable, Message: "the event store cannot commit right now; retry later",
 	})
+}
+
+// overloadedMessage is the 503 of a request the body budget had no room for: the same code as a
+// store that cannot commit (clients retry both the same way), and a message that tells them apart.
+const overloadedMessage = "the server is overloaded: too many request bodies in flight; retry later"
+
+// overloaded answers 503 for a request the body budget had no room for in time. The store is
+// fine, so this is no error of the server's: the request's log line says it at warn level. The
+// connection is closed rather than read to the end of a body nobody wants.
+func (s *Server) overloaded(c echo.Context, err error) error {
+	c.Set(logReasonKey, err.Error())
+	c.Response().Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))
+	c.Response().Header().Set("Connection", "close")
+	return c.JSON(http.StatusServiceUnavailable, gen.Error{Code: gen.ErrorCodeUnavailable, Message: overloadedMessage})
 }
 
 // renderError gives every error Echo produces (unknown route, a parameter given twice, a panic)
@@ -231,6 +312,9 @@ func (s *Server) renderError(err error, c echo.Context) {
 	}
 }
 
+// logReasonKey is where a handler leaves, for the request's log line, why it refused a request.
+const logReasonKey = "trackapi.reason"
+
 // requestLogger logs one line a request. It logs the path, never the query string, so that a
 // source key sent as ?token= never reaches a log.
 func (s *Server) requestLogger() echo.MiddlewareFunc {
@@ -239,16 +323,22 @@ func (s *Server) requestLogger() echo.MiddlewareFunc {
 		LogRemoteIP: true, LogContentLength: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
 			level := slog.LevelDebug // a line per accepted request would cost more than storing it
+			reason, _ := c.Get(logReasonKey).(string)
 			switch {
+			case v.Status == http.StatusServiceUnavailable && reason != "":
+				level = slog.LevelWarn // overloaded: refused on purpose, not a fault
 			case v.Status >= 500:
 				level = slog.LevelError
 			case v.Status >= 400:
 				level = slog.LevelInfo
 			}
-			s.log.LogAttrs(c.Request().Context(), level, "request",
-				slog.String("method", v.Method), slog.String("path", v.URIPath),
+			attrs := []slog.Attr{slog.String("method", v.Method), slog.String("path", v.URIPath),
 				slog.Int("status", v.Status), slog.Duration("latency", v.Latency),
-				slog.String("remote_ip", v.RemoteIP), slog.String("content_length", v.ContentLength))
+				slog.String("remote_ip", v.RemoteIP), slog.String("content_length", v.ContentLength)}
+			if reason != "" {
+				attrs = append(attrs, slog.String("reason", reason))
+			}
+			s.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
 			return nil
 		},
 	})

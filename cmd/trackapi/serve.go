@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,17 +22,9 @@ import (
 	"github.com/trackapi/trackapi/sqlite"
 )
 
-// Timeouts of the HTTP server: slow or stalled clients must not hold connections (and memory) for
-// ever. Bodies are at most 500 KB, so 30 s to send one is generous.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 30 * time.Second
-	writeTimeout      = 30 * time.Second
-	idleTimeout       = 2 * time.Minute
-	maxHeaderBytes    = 64 << 10
-	// drainTimeout bounds the graceful stop: in-flight requests get this long to finish.
-	drainTimeout = 30 * time.Second
-)
+// drainTimeout bounds the graceful stop: in-flight requests get this long to finish. The HTTP
+// server's own bounds (timeouts, connection cap) are server.HTTPOptions'.
+const drainTimeout = 30 * time.Second
 
 // serveCmd runs the collect server.
 type serveCmd struct {
@@ -48,6 +39,9 @@ type serveCmd struct {
 	DeliveryBackoff    time.Duration `default:"5s" help:"Wait before the first retry; it doubles at each failure, with full jitter."`
 	DeliveryBackoffMax time.Duration `default:"5m" help:"Longest wait between retries."`
 	DeliveryGiveUp     time.Duration `default:"4h" help:"Give up on an event (dead letter 'failed') this long after its first failure, once it had 3 attempts."`
+	// The HTTP server's bounds.
+	MaxConnections int      `default:"10000" help:"Most client connections open at once (lowered to fit the open-file limit); more wait to be accepted."`
+	TrustedProxies []string `sep:"," placeholder:"CIDR" help:"Proxies whose X-Forwarded-For gives the client address (e.g. 10.0.0.0/8); by default none, and the address is the connection's."`
 }
 
 // Run wires the store, the source service, the event rules and the HTTP server, serves until
@@ -60,6 +54,13 @@ func (c *serveCmd) Run(env *runEnv) error {
 	tuneGC()
 	if c.Retention <= 0 {
 		return usageError{fmt.Errorf("--retention must be positive")}
+	}
+	if c.MaxConnections <= 0 {
+		return usageError{fmt.Errorf("--max-connections must be positive")}
+	}
+	proxies, err := parseNetworks(c.TrustedProxies)
+	if err != nil {
+		return usageError{fmt.Errorf("--trusted-proxies: %w", err)}
 	}
 	m := metrics.New()
 	// The delivery engine is woken after every commit of events; it is made once the store is
@@ -102,25 +103,19 @@ func (c *serveCmd) Run(env *runEnv) error {
 		ln.Close()
 		return err
 	}
-	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log})
+	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log, TrustedProxies: proxies})
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	httpServer := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	httpServer := server.NewHTTPServer(srv.Handler(), ln, server.HTTPOptions{
+		MaxConnections: c.MaxConnections, Logger: log, Metrics: m,
+	})
 
 	ctx, stop := signal.NotifyContext(env.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- httpServer.Serve(ln) }()
+	go func() { served <- httpServer.Serve() }()
 	// Delivery and retention run until the HTTP server has drained, so that events acknowledged
 	// during the drain are still routed; then the workers settle what they sent.
 	background, stopBackground := context.WithCancel(context.Background())
@@ -130,7 +125,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 	running.Go(func() {
 		deliver.Retention{Store: db, Keep: time.Duration(c.Retention), Observe: m.ObserveRetention, Logger: log}.Run(background)
 	})
-	log.Info("listening", "addr", ln.Addr().String(), "data", c.Data)
+	log.Info("listening", "addr", ln.Addr().String(), "data", c.Data, "max_connections", httpServer.MaxConnections)
 
 	select {
 	case err := <-served:
@@ -217,4 +212,33 @@ func curlHost(addr net.Addr) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// parseNetworks reads --trusted-proxies: CIDRs, or single addresses.
+func parseNetworks(values []string) ([]*net.IPNet, error) {
+	var nets []*net.IPNet
+	for _, v := range values {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if !strings.Contains(v, "/") {
+			ip := net.ParseIP(v)
+			if ip == nil {
+				return nil, fmt.Errorf("%q is neither a CIDR nor an IP address", v)
+			}
+			bits := 128
+			if ip.To4() != nil {
+				ip, bits = ip.To4(), 32
+			}
+			nets = append(nets, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", v, err)
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
 }

@@ -133,6 +133,13 @@ type ClientInterface interface {
 	// Corresponds with GET /healthz (the `GetHealth` operationId).
 	GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// HeadHealth Liveness, without a body
+	//
+	// As `GET /healthz`, without the body, for checkers that send HEAD.
+	//
+	// Corresponds with HEAD /healthz (the `HeadHealth` operationId).
+	HeadHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetMetrics Prometheus metrics
 	//
 	// Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
@@ -149,6 +156,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// HeadReadiness Readiness, without a body
+	//
+	// As `GET /readyz`, without the body, for checkers that send HEAD.
+	//
+	// Corresponds with HEAD /readyz (the `HeadReadiness` operationId).
+	HeadReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // GetHealth Liveness
@@ -158,6 +172,23 @@ type ClientInterface interface {
 // Corresponds with GET /healthz (the `GetHealth` operationId).
 func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetHealthRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// HeadHealth Liveness, without a body
+//
+// As `GET /healthz`, without the body, for checkers that send HEAD.
+//
+// Corresponds with HEAD /healthz (the `HeadHealth` operationId).
+func (c *Client) HeadHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewHeadHealthRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +236,23 @@ func (c *Client) GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn
 	return c.Client.Do(req)
 }
 
+// HeadReadiness Readiness, without a body
+//
+// As `GET /readyz`, without the body, for checkers that send HEAD.
+//
+// Corresponds with HEAD /readyz (the `HeadReadiness` operationId).
+func (c *Client) HeadReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewHeadReadinessRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // NewGetHealthRequest constructs an http.Request for the GetHealth method
 func NewGetHealthRequest(server string) (*http.Request, error) {
 	var err error
@@ -225,6 +273,33 @@ func NewGetHealthRequest(server string) (*http.Request, error) {
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewHeadHealthRequest constructs an http.Request for the HeadHealth method
+func NewHeadHealthRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/healthz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodHead, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -286,6 +361,33 @@ func NewGetReadinessRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewHeadReadinessRequest constructs an http.Request for the HeadReadiness method
+func NewHeadReadinessRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/readyz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodHead, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -339,6 +441,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /healthz (the `GetHealth` operationId).
 	GetHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthResponse, error)
 
+	// HeadHealthWithResponse Liveness, without a body
+	//
+	// As `GET /healthz`, without the body, for checkers that send HEAD.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with HEAD /healthz (the `HeadHealth` operationId).
+	HeadHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HeadHealthResponse, error)
+
 	// GetMetricsWithResponse Prometheus metrics
 	//
 	// Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
@@ -359,6 +470,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadinessWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadinessResponse, error)
+
+	// HeadReadinessWithResponse Readiness, without a body
+	//
+	// As `GET /readyz`, without the body, for checkers that send HEAD.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with HEAD /readyz (the `HeadReadiness` operationId).
+	HeadReadinessWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HeadReadinessResponse, error)
 }
 
 type GetHealthResponse struct {
@@ -396,6 +516,40 @@ func (r GetHealthResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetHealthResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type HeadHealthResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+}
+
+// GetBody returns the raw response body bytes
+func (r HeadHealthResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r HeadHealthResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r HeadHealthResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r HeadHealthResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -491,6 +645,47 @@ func (r GetReadinessResponse) ContentType() string {
 	return ""
 }
 
+// HeadReadinessResponse503Headers the declared response headers of an HTTP 503 response for HeadReadiness
+type HeadReadinessResponse503Headers struct {
+	RetryAfter *int
+}
+
+type HeadReadinessResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *HeadReadinessResponse503Headers
+}
+
+// GetBody returns the raw response body bytes
+func (r HeadReadinessResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r HeadReadinessResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r HeadReadinessResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r HeadReadinessResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetHealthWithResponse Liveness
 //
 // 200 while the process serves HTTP. It does not touch the store, so a full disk does not get a live process restarted.
@@ -504,6 +699,21 @@ func (c *ClientWithResponses) GetHealthWithResponse(ctx context.Context, reqEdit
 		return nil, err
 	}
 	return ParseGetHealthResponse(rsp)
+}
+
+// HeadHealthWithResponse Liveness, without a body
+//
+// As `GET /healthz`, without the body, for checkers that send HEAD.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with HEAD /healthz (the `HeadHealth` operationId).
+func (c *ClientWithResponses) HeadHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HeadHealthResponse, error) {
+	rsp, err := c.HeadHealth(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseHeadHealthResponse(rsp)
 }
 
 // GetMetricsWithResponse Prometheus metrics
@@ -539,6 +749,21 @@ func (c *ClientWithResponses) GetReadinessWithResponse(ctx context.Context, reqE
 	return ParseGetReadinessResponse(rsp)
 }
 
+// HeadReadinessWithResponse Readiness, without a body
+//
+// As `GET /readyz`, without the body, for checkers that send HEAD.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with HEAD /readyz (the `HeadReadiness` operationId).
+func (c *ClientWithResponses) HeadReadinessWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HeadReadinessResponse, error) {
+	rsp, err := c.HeadReadiness(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseHeadReadinessResponse(rsp)
+}
+
 // ParseGetHealthResponse parses an HTTP response from a GetHealthWithResponse call
 func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -560,6 +785,22 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseHeadHealthResponse parses an HTTP response from a HeadHealthWithResponse call
+func ParseHeadHealthResponse(rsp *http.Response) (*HeadHealthResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &HeadHealthResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
 	}
 
 	return response, nil
@@ -627,17 +868,52 @@ func ParseGetReadinessResponse(rsp *http.Response) (*GetReadinessResponse, error
 	return response, nil
 }
 
+// ParseHeadReadinessResponse parses an HTTP response from a HeadReadinessWithResponse call
+func ParseHeadReadinessResponse(rsp *http.Response) (*HeadReadinessResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &HeadReadinessResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers HeadReadinessResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// GetHealth Liveness
 	// (GET /healthz)
 	GetHealth(ctx echo.Context) error
+	// HeadHealth Liveness, without a body
+	// (HEAD /healthz)
+	HeadHealth(ctx echo.Context) error
 	// GetMetrics Prometheus metrics
 	// (GET /metrics)
 	GetMetrics(ctx echo.Context) error
 	// GetReadiness Readiness
 	// (GET /readyz)
 	GetReadiness(ctx echo.Context) error
+	// HeadReadiness Readiness, without a body
+	// (HEAD /readyz)
+	HeadReadiness(ctx echo.Context) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -651,6 +927,15 @@ func (w *ServerInterfaceWrapper) GetHealth(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetHealth(ctx)
+	return err
+}
+
+// HeadHealth converts echo context to params.
+func (w *ServerInterfaceWrapper) HeadHealth(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.HeadHealth(ctx)
 	return err
 }
 
@@ -669,6 +954,15 @@ func (w *ServerInterfaceWrapper) GetReadiness(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetReadiness(ctx)
+	return err
+}
+
+// HeadReadiness converts echo context to params.
+func (w *ServerInterfaceWrapper) HeadReadiness(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.HeadReadiness(ctx)
 	return err
 }
 
@@ -720,7 +1014,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	}
 
 	router.GET(options.BaseURL+"/healthz", wrapper.GetHealth, options.OperationMiddlewares["getHealth"]...)
+	router.HEAD(options.BaseURL+"/healthz", wrapper.HeadHealth, options.OperationMiddlewares["headHealth"]...)
 	router.GET(options.BaseURL+"/readyz", wrapper.GetReadiness, options.OperationMiddlewares["getReadiness"]...)
+	router.HEAD(options.BaseURL+"/readyz", wrapper.HeadReadiness, options.OperationMiddlewares["headReadiness"]...)
 	router.GET(options.BaseURL+"/metrics", wrapper.GetMetrics, options.OperationMiddlewares["getMetrics"]...)
 
 }
@@ -730,26 +1026,28 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"rFZtixs5Ev4rhXIf7qDTdmYuEDrkw3AMyUBuGZKBZVkPSVldditWS72qajvO4P++lNpte94IC/nUaqmq",
-	"VC/PU6o7Y2PbxUBB2FR3hm1DLeblZ0Hp8wrr2omLAf11ih0lccSmWqBnKkx3snVnEiHHoKua2CbXqZ6p",
-	"zO/NFqQhYEprSuAYQhRIhPW2NIWRbUemMizJhaXZFYYPl1PoW1P9aeLKFCYrmML0AdfoPM49mdtH6jsV",
-	"/Kt3iWrV3Ns6ysX5N7JidirowiLqNTYGQSu6DNiqlCS0K+ycunM/mJuGQINGienlAq0LS6BQd9EFYYgL",
-	"QBiV9wEXw7eGObGrKafCRu/JClxcX0EMQ3awpVnAuk7EXEFD6KUBDHXOlAvEDLYhu2JYxAQ+Yg1z9Bgs",
-	"Jc5yMdmGWLJrXOSt6xRbkoZ6noWWJDnLJdw0tAXBFUGIsKJtBfS9i5w9ayEGv4VNQ+kYJ4PFoG7YJsuU",
-	"s2AK452lwHSStYsObUMvz8qplil5U5lGpONqMtlsNiXm4zKm5WSvy5OPV/+7/O3zZdbZFUac+NP8711w",
-	"MbDmyhRmTYmHSrwaVGJHQStVmfNyWp6bwnQoTYbPZEjiD10vSR4j82w6hU3j/FCULkWrWc7lYvhwc3Nd",
-	"wpVAHWmArMR+yACwxEQFcASERe891I5XR8ElCSB4tz4aTcSCSahWyB+iuqpNZd6TfMiOZpBzFzUz6uzZ",
-	"dDrCk0J2H7vOO5tVJ9/2ZKPv2HY+12FkjhJGiZQJrQf/SrQwlXkxOTJ+sqf7ZM/1zIjHWB/9dwyoAZWZ",
-	"Yty3LaatqcxHtybFphIZl5zZeqiZuVXhyR55z5bh/8M5uIEJR9CC0HdRuLcoFSiviWUAO601CJhvD+wb",
-	"ONCLjS0Vo/As6K6NbesEPAoF64iLcWeZYt8Bux+6N4/1dlyrlvryPkLqg7iW8taYjZFLmQiPqrmP5+fl",
-	"1PAmnUd3v5DmBXy4/Hh9aCRfhmC/SBT0cHmIfOwiT2WgnIUXcPPH9eUzVmzsg1CahSeP72ys6d3MzEwx",
-	"Gn83M+zC0tPMFPs73s0MWkudUD0zO/jvWU7HEXUPW/OTALN9ShTkkNIH+DoBQ3tI67NIy2/Ez/hO4cjh",
-	"3Nn2YEhu2QiEuHkLr6fng6ATlVBO/9v6yFQXENeUtPvmdcqmPCrS9mYW6DzVuRYIQiywSU70Pud9PuUC",
-	"qFyWp73jPyVcLISS7g36g7UCtOvOgkXvIWkCiAGB2+Ef/WA8t6KTdyK2xDBHu1KYOGHyC4jBDn1ugb0X",
-	"sJ4wPYfgT6OpX9eShuf7F3Wlh7V7C0zK2ISLhbOlXvN6ev7PPB3HFzMYPxkzKqhRcI5MWvDc6h3n2pnj",
-	"tHJvLvnVYSoAx0hH1h/a4Sb2vs5vjsJWYtQnpiGsKeWafSJJ25cZXo8p8ZlsDDWDRNigE5jTQu9EXulk",
-	"g0t0obxH6tYF1+pY9uowU7kgtKSkUdwn7ymMnuasiucpSc8e+nYBPlr0Dwcq2L+ksHHSwNdWJ5nUh6/l",
-	"vamjmkyydhNZqjfTN1Ozuz148fCm4f0tTiik9D20pGKccE6c393u/g4AAP//",
+	"3FdRb9s2EP4rB3YPG6DKbrIChYo+BJvRBOiGoA0wDHPQnKmTxZoiNfJk1w3834ejLNuJm2Xr8rSnMBSP",
+	"vPvu++7Ot0r7pvWOHEdV3Kqoa2owLT8wcpdWWJaGjXdoL4NvKbChqIoKbaRMtQdbtyoQRu9kVVLUwbRi",
+	"pwr1W70GrgkihSUFMBGcZwiE5TpXmeJ1S6pQkYNxc7XJVNw9Tq5rVPGH8guVqWSgMtU5XKKxOLOkro/M",
+	"N3Lwz84EKsVye9f+nJ99Is1qIweNq7w8o71j1CxLh42c4oB6ga0Rd+4Gc1UTSNDIPjyvUBs3B3Jl643j",
+	"CL4ChMF4G3DW/y1hRtGUlKDQ3lrSDGeXF+Bdjw42NHVYloFiLKAmtFwDujIhZRzFCLomvYhQ+QDWYwkz",
+	"tOg0hZjO+aBripxci1naugy+Ia6pi1PXEAejYw5XNa2BcUHgPCxoXQB9bn1MnjXgnV3DqqawjzOCRidu",
+	"6DqdyadOZcoaTS7SAWpnLeqanp/kY0lTsKpQNXMbi9FotVrlmD7nPsxHW9s4enfx0+TXD5Nks8kUG7aH",
+	"+G9dMN5FwUplakkh9pl40Zv4lpxkqlCn+Tg/VZlqketEn1EP4hdZz4mPmXkyHsOqNrZPShu8FpRTuiKc",
+	"X11d5nDBUHrqKcu+6xGAyD5QBtEDQtVZC6WJi/3BOTEgWLPcXxooMgamUii/i+qiVIV6S3yeHE0kj60X",
+	"ZMTZk/F4oCe55D62rTU6mY4+bcVGn7FpbcrDoBwRjAgpCVo+fBeoUoV6NtorfrSV+2ir9aSIY64P/psI",
+	"KAHlSWKxaxoMa1Wod2ZJwk0RMs5jUusuZ+p6k6masDyG/izCzdvJFQw5uslgZbj2HSeAZ75cZ4noifNC",
+	"ca6RIZIr4Xxy9vMxjOeE5d/i+O3B7X3D5NlDwW4yNdrK7EHO/dJ/B9PLfq9QYPrMEnKDXIAUMYrcK5uW",
+	"kjGYrXelphd8x9o3lA2Hp052tW8aw2CRyWlDMRt25sF3LUTzRfYkjGEtVuLLWw+hc2waSlsDOkPhSKo/",
+	"ou42nse5K+GNWovmLmvVMzifvLvcVc2PfbAf2TNamOwiH0rm1xDIp+4ZXP1+OXngFu07xxSm7qufb7Uv",
+	"6c1UTVU2XP5mqqJxc0tTlW3feDNVqDW1TOVUbeDHkwTHXmL3+9BX1aS7EMjxDtJ7fDsgQ7OD9UGmpYb4",
+	"WHEjty9YqYxvyRDMvGZwfvUaXo5P+4OG5YQUsO+19ZHKDPySgrSatA7pKovCtO01FRpLZcoFAlNkWAXD",
+	"8p6xNn2NGVA+zw8L5Q85nFVMQfZ6+/62DKTFTJ1GayEIABQBITb9/2j7y1PdPWiKvqEIM9QLoYnhSLYC",
+	"73Rf1CvsLIO2hOEhBr8frnq6+tvPKk9Ugu/n7nVfBTlgVRmdyzMvx6f/ztNhVlP95QczVQElMs4wkiQ8",
+	"9TUTU+7UfjS7M4Q9dZhCwCHSQfW7crjynS1TgxXasvfSCKTFUEg5e08c1s8TvY4l8YG0d2UE9rBCwzCj",
+	"St7EuJAxDudoXH5H1I1xppEZ9MVugDSOaU5Borgr3kMafVsr7AX9NJ3wMVL/F5r9j3P3jzu9mKfxXr4d",
+	"ZRSs12jv/xKA7QiY3oCbRkbw0Lmb/M64XIxGybr2kYtX41djtbneeXH/pX7gyQ7KoZTiXXvJhtH8wPnN",
+	"9eavAAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
