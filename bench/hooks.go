@@ -260,6 +260,20 @@ type delivery struct {
 	// accepted event; the bound of the wait when caughtUp is false.
 	catchUp  time.Duration
 	caughtUp bool
+	// catchUpCPU is trackapi's CPU time while only delivery was left to do, from the end of the
+	// load until the wait ended, and caughtUpEvents the events the destinations received
+	// meanwhile (all of them together): what delivering an event costs with nothing else running.
+	catchUpCPU     time.Duration
+	caughtUpEvents int64
+}
+
+// cpuPerDelivered is catchUpCPU per event received during the catch-up; 0 when the catch-up was
+// too short for the 10 ms ticks of the CPU time to say.
+func (d *delivery) cpuPerDelivered() time.Duration {
+	if d.catchUp < 500*time.Millisecond || d.caughtUpEvents == 0 {
+		return 0
+	}
+	return d.catchUpCPU / time.Duration(d.caughtUpEvents)
 }
 
 // hookResult is one destination's share.
@@ -271,7 +285,8 @@ type hookResult struct {
 	caughtUp bool
 	final    hookCounts // at the end of the wait
 	// server is trackapi's own count of the destination's events by outcome
-	// (trackapi_delivery_events_total), read when the wait ended; nil when unavailable.
+	// (trackapi_delivery_events_total), read after the wait once it has settled what the
+	// receiver got (or 2 s later); nil when unavailable.
 	server map[string]float64
 }
 
@@ -279,9 +294,9 @@ type hookResult struct {
 // events or bound has passed since loadEnd, and returns what the deliveries came to.
 func awaitDelivery(rc *receiver, accepted int64, atFrom, atTo []int64, loadEnd time.Time, bound time.Duration) *delivery {
 	d := &delivery{accepted: accepted, caughtUp: true}
-	at := rc.distinct()
+	atEnd := rc.distinct()
 	for i, h := range rc.hooks {
-		d.hooks = append(d.hooks, hookResult{name: h.name, inWindow: atTo[i] - atFrom[i], behind: max(0, accepted-at[i])})
+		d.hooks = append(d.hooks, hookResult{name: h.name, inWindow: atTo[i] - atFrom[i], behind: max(0, accepted-atEnd[i])})
 	}
 	for {
 		waiting := false
@@ -304,12 +319,29 @@ func awaitDelivery(rc *receiver, accepted int64, atFrom, atTo []int64, loadEnd t
 	for i, h := range rc.hooks {
 		hr := &d.hooks[i]
 		hr.final = h.counts()
+		d.caughtUpEvents += hr.final.distinct - atEnd[i]
 		if !hr.caughtUp {
 			hr.catchUp, d.caughtUp = bound, false
 		}
 		d.catchUp = max(d.catchUp, hr.catchUp)
 	}
 	return d
+}
+
+// serverSettled says whether trackapi's metrics count, for every destination, at least the
+// events its receiver got (or there are no metrics to wait for).
+func (d *delivery) serverSettled(metrics map[string]float64) bool {
+	if metrics == nil {
+		return true
+	}
+	for _, hr := range d.hooks {
+		prefix := `trackapi_delivery_events_total{destination="` + hr.name + `",outcome="`
+		got := metrics[prefix+`delivered"}`] + metrics[prefix+`delivered_after_retry"}`]
+		if got < float64(hr.final.distinct) {
+			return false
+		}
+	}
+	return true
 }
 
 // addServerCounts puts trackapi's delivery counters from its metrics into d.

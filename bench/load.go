@@ -162,8 +162,17 @@ func measure(cfg config, sc scenario, kind string) (*result, error) {
 	}
 	slices.Sort(r.latencies)
 	if rc != nil {
+		cpu2, err := processCPU(srv.pid())
+		if err != nil {
+			return nil, err
+		}
 		accepted := r.acceptedAll + int64(wl.events()) // and the probe's
 		r.delivery = awaitDelivery(rc, accepted, hooksFrom, hooksTo, loadEnd, cfg.catchUpBound)
+		cpu3, err := processCPU(srv.pid())
+		if err != nil {
+			return nil, err
+		}
+		r.delivery.catchUpCPU = cpu3 - cpu2
 	}
 	if perf != nil {
 		if err := perf.Wait(); err != nil {
@@ -175,10 +184,16 @@ func measure(cfg config, sc scenario, kind string) (*result, error) {
 	}
 	if kind == kindTrackapi {
 		metrics := scrapeMetrics(srv.addr)
-		r.commits = commitsFrom(metrics)
 		if r.delivery != nil {
+			// trackapi counts deliveries when it settles them (every 200 ms at most while busy):
+			// give its counters a moment to take in the last batches the receiver already has.
+			for deadline := time.Now().Add(2 * time.Second); !r.delivery.serverSettled(metrics) && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				metrics = scrapeMetrics(srv.addr)
+			}
 			r.delivery.addServerCounts(metrics)
 		}
+		r.commits = commitsFrom(metrics)
 	}
 	err, srv = srv.stop(), nil
 	if err != nil {
