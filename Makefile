@@ -72,7 +72,8 @@ run: build
 	./bin/trackapi serve --addr $(ADDR) --data $(DATA)
 
 ## bench: the hot-path micro-benchmarks, then bin/trackapi end to end beside a bare Echo server on
-## this machine (about 2 minutes; BENCHFLAGS="-duration 10s -scenarios single-c50" and so on)
+## this machine, and with two webhook destinations (about 3 minutes; BENCHFLAGS="-duration 10s
+## -scenarios single-c50,single-c50-2hooks" and so on)
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./server/ ./sqlite/
 	$(GO) run ./bench -binary bin/trackapi $(BENCHFLAGS)

@@ -35,6 +35,10 @@ type result struct {
 	otherCPU    time.Duration // CPU time of every other process of the machine in the window
 	peakRSS     int64
 	commits     *commitStats // trackapi only, from its /metrics; nil when not available
+	// acceptedAll counts the events trackapi accepted over the whole scenario, in the window or
+	// not (the probe's apart): what its destinations must deliver.
+	acceptedAll int64
+	delivery    *delivery // scenarios with destinations only
 }
 
 func (r *result) perSecond(n int64) float64 { return float64(n) / r.elapsed.Seconds() }
@@ -57,16 +61,38 @@ func (r *result) cpuPerEvent() time.Duration {
 }
 
 func (r *result) summary() string {
-	return fmt.Sprintf("%8.0f req/s %9.0f events/s  p50 %s p99 %s  cpu/event %s  peak RSS %.1f MB  200:%d 503:%d 5xx:%d other:%d neterr:%d",
+	s := fmt.Sprintf("%8.0f req/s %9.0f events/s  p50 %s p99 %s  cpu/event %s  peak RSS %.1f MB  200:%d 503:%d 5xx:%d other:%d neterr:%d",
 		r.perSecond(r.requests), r.perSecond(r.events), fmtDuration(r.percentile(50)), fmtDuration(r.percentile(99)),
 		fmtDuration(r.cpuPerEvent()), float64(r.peakRSS)/1e6, r.ok, r.status503, r.other5xx, r.otherCode, r.netErrors)
+	if d := r.delivery; d != nil {
+		for _, hr := range d.hooks {
+			s += fmt.Sprintf("\n      %s: %9.0f events/s delivered, %d behind at the end, caught up: %s", hr.name,
+				r.perSecond(hr.inWindow), hr.behind, catchUpText(hr.caughtUp, hr.catchUp, d.accepted-hr.final.distinct))
+		}
+	}
+	return s
 }
 
 // measure runs scenario sc against a fresh server of kind and returns what it measured. A
 // closed-loop scenario runs for warm-up plus duration, and only requests that complete in the
 // last duration count; a burst counts everything, from the first request to the last answer.
+//
+// With destinations, a webhook receiver in this process counts what each gets: during the
+// window, and, once the load has stopped, until it has every event trackapi accepted.
 func measure(cfg config, sc scenario, kind string) (*result, error) {
-	srv, err := startServer(cfg, kind, sc.name)
+	var rc *receiver
+	if kind == kindTrackapi && sc.hooks > 0 {
+		var err error
+		if rc, err = startReceiver(sc.hooks); err != nil {
+			return nil, err
+		}
+		defer func() { // after the server has stopped (defers run last first)
+			if err := rc.close(); err != nil {
+				cfg.logf("closing the webhook receiver: %v", err)
+			}
+		}()
+	}
+	srv, err := startServer(cfg, kind, sc.name, rc.urls())
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +139,7 @@ func measure(cfg config, sc scenario, kind string) (*result, error) {
 		return nil, err
 	}
 	gen0, busy0, from := ownCPU(), machineBusy(), time.Now()
+	hooksFrom := rc.distinct()
 	if cfg.perfDir != "" && kind == kindTrackapi && !sc.burst {
 		perf = startPerf(cfg, sc, srv.pid())
 	}
@@ -125,9 +152,28 @@ func measure(cfg config, sc scenario, kind string) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	hooksTo := rc.distinct()
 	r.elapsed, r.genCPU, r.serverCPU = time.Since(from), ownCPU()-gen0, cpu1-cpu0
 	r.otherCPU = max(0, machineBusy()-busy0-r.genCPU-r.serverCPU)
 	wg.Wait()
+	loadEnd := time.Now()
+	for _, w := range workers {
+		r.add(w)
+	}
+	slices.Sort(r.latencies)
+	if rc != nil {
+		cpu2, err := processCPU(srv.pid())
+		if err != nil {
+			return nil, err
+		}
+		accepted := r.acceptedAll + int64(wl.events()) // and the probe's
+		r.delivery = awaitDelivery(rc, accepted, hooksFrom, hooksTo, loadEnd, cfg.catchUpBound)
+		cpu3, err := processCPU(srv.pid())
+		if err != nil {
+			return nil, err
+		}
+		r.delivery.catchUpCPU = cpu3 - cpu2
+	}
 	if perf != nil {
 		if err := perf.Wait(); err != nil {
 			cfg.logf("perf record: %v", err)
@@ -137,16 +183,22 @@ func measure(cfg config, sc scenario, kind string) (*result, error) {
 		return nil, err
 	}
 	if kind == kindTrackapi {
-		r.commits = scrapeCommits(srv.addr)
+		metrics := scrapeMetrics(srv.addr)
+		if r.delivery != nil {
+			// trackapi counts deliveries when it settles them (every 200 ms at most while busy):
+			// give its counters a moment to take in the last batches the receiver already has.
+			for deadline := time.Now().Add(2 * time.Second); !r.delivery.serverSettled(metrics) && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				metrics = scrapeMetrics(srv.addr)
+			}
+			r.delivery.addServerCounts(metrics)
+		}
+		r.commits = commitsFrom(metrics)
 	}
 	err, srv = srv.stop(), nil
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range workers {
-		r.add(w)
-	}
-	slices.Sort(r.latencies)
 	return r, nil
 }
 
@@ -235,6 +287,9 @@ func (w *worker) run(win window) {
 		if err != nil {
 			time.Sleep(time.Millisecond) // a server that is gone must not make this spin
 		}
+		if err == nil && status == 200 {
+			w.r.acceptedAll += max(0, acceptedIn(body))
+		}
 		if ended.Before(win.from) || ended.After(win.to) {
 			continue
 		}
@@ -271,6 +326,7 @@ func (r *result) add(w *worker) {
 	r.netErrors += w.r.netErrors
 	r.events += w.r.events
 	r.notAccepted += w.r.notAccepted
+	r.acceptedAll += w.r.acceptedAll
 	r.latencies = append(r.latencies, w.r.latencies...)
 }
 

@@ -126,7 +126,7 @@ func report(w io.Writer, cfg config, m machine, scs []scenario, kinds []string, 
 			}
 			return s
 		}},
-		{"load generator CPU/request", nil, func(r *result) string {
+		{"load generator CPU/request (with destinations: and the webhook receiver's)", nil, func(r *result) string {
 			if r.requests == 0 {
 				return "–"
 			}
@@ -151,15 +151,17 @@ func report(w io.Writer, cfg config, m machine, scs []scenario, kinds []string, 
 			}
 			fmt.Fprintf(w, "| %s | %s |", label, mt.name)
 			for _, k := range kinds {
-				fmt.Fprintf(w, " %s |", mt.text(results[sc.name][k]))
+				text := "–" // the bare server does not run the scenarios with destinations
+				if r := results[sc.name][k]; r != nil {
+					text = mt.text(r)
+				}
+				fmt.Fprintf(w, " %s |", text)
 			}
 			if both {
 				ratio := ""
-				if mt.value != nil {
-					t, b := mt.value(results[sc.name][kindTrackapi]), mt.value(results[sc.name][kindBare])
-					if b > 0 {
-						ratio = fmt.Sprintf("%.2f", t/b)
-					}
+				t, b := results[sc.name][kindTrackapi], results[sc.name][kindBare]
+				if mt.value != nil && t != nil && b != nil && mt.value(b) > 0 {
+					ratio = fmt.Sprintf("%.2f", mt.value(t)/mt.value(b))
 				}
 				fmt.Fprintf(w, " %s |", ratio)
 			}
@@ -167,7 +169,142 @@ func report(w io.Writer, cfg config, m machine, scs []scenario, kinds []string, 
 		}
 	}
 	fmt.Fprintln(w)
+	writeDelivery(w, cfg, scs, results)
 	writeTargets(w, results)
+	writeDeliveryTargets(w, cfg, scs, results)
+}
+
+// writeDelivery is the table of the scenarios with destinations: for each destination, the events
+// it received during the measured window beside those trackapi collected, and how long after the
+// load stopped it had them all.
+func writeDelivery(w io.Writer, cfg config, scs []scenario, results map[string]map[string]*result) {
+	var rows []scenario
+	for _, sc := range scs {
+		if r := results[sc.name][kindTrackapi]; r != nil && r.delivery != nil {
+			rows = append(rows, sc)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "### Delivery (issue #8)\n\n")
+	fmt.Fprintf(w, "Webhook destinations created before serve starts (default batch of 100 events a request), answered 200 by a receiver in the bench process "+
+		"that counts distinct envelopes (ids parsed back to the load generator's; 1 request in %d also decoded in full to check the count). "+
+		"Delivered events/s: distinct events received during the measured window. "+
+		"Behind: accepted events (the warm-up's included) not yet received when the load stopped. "+
+		"Caught up: time from the end of the load until the destination had every accepted event (bound %s), and the rate it received them meanwhile. "+
+		"Server CPU/delivered event: trackapi's CPU time during the catch-up, when it only delivers, per event received by any destination (shown when the catch-up takes 0.5 s or more).\n\n",
+		sampleEvery, cfg.catchUpBound)
+	fmt.Fprintf(w, "| scenario | destination | collected events/s | delivered events/s | delivered / collected | behind when the load stopped | caught up after | server CPU/delivered event | received: requests, events/request, duplicates | trackapi's count |\n")
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|--:|---|---|\n")
+	for _, sc := range rows {
+		r := results[sc.name][kindTrackapi]
+		d := r.delivery
+		collected := r.perSecond(r.events)
+		for i, hr := range d.hooks {
+			label, cpu := "", ""
+			if i == 0 {
+				label = sc.name
+				if c := d.cpuPerDelivered(); c > 0 {
+					cpu = fmtDuration(c)
+				} else {
+					cpu = "–"
+				}
+			}
+			caughtUp := catchUpText(hr.caughtUp, hr.catchUp, d.accepted-hr.final.distinct)
+			if hr.caughtUp && hr.behind > 0 && hr.catchUp >= 100*time.Millisecond {
+				caughtUp += fmt.Sprintf(" (%s events/s)", fmtCount(float64(hr.behind)/hr.catchUp.Seconds()))
+			}
+			delivered := r.perSecond(hr.inWindow)
+			ratio := ""
+			if collected > 0 {
+				ratio = fmt.Sprintf("%.2f", delivered/collected)
+			}
+			c := hr.final
+			received := fmt.Sprintf("%s, %.0f, %d", fmtCount(float64(c.requests)), float64(c.envelopes)/float64(max(c.requests, 1)), c.duplicates)
+			if c.foreign > 0 || c.mismatches > 0 {
+				received += fmt.Sprintf(", **%d foreign ids, %d of %d sampled requests miscounted**", c.foreign, c.mismatches, c.sampled)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s of %s | %s | %s | %s | %s |\n", label, hr.name, fmtCount(collected), fmtCount(delivered), ratio,
+				fmtCount(float64(hr.behind)), fmtCount(float64(d.accepted)), caughtUp, cpu, received, hr.serverText())
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// catchUpText says how long a destination took to catch up, or how far it still was at the bound.
+func catchUpText(caughtUp bool, took time.Duration, missing int64) string {
+	if caughtUp {
+		return fmtDuration(took)
+	}
+	return fmt.Sprintf("**not caught up** in %s (%s events missing)", took, fmtCount(float64(missing)))
+}
+
+// writeDeliveryTargets checks the figures of the scenarios with destinations against issue #8:
+// delivery keeps up with collect in the batch scenario, and destinations cost collect at most
+// 15 %, compared with the same load without them in this run; it also gives the catch-up lag of
+// each such scenario.
+func writeDeliveryTargets(w io.Writer, cfg config, scs []scenario, results map[string]map[string]*result) {
+	fmt.Fprintf(w, "\n### Targets (issue #8, speed)\n\n| target | measured | |\n|---|---|---|\n")
+	verdict := func(met bool) string {
+		if met {
+			return "met"
+		}
+		return "**missed**"
+	}
+	hooked := func(name string) *result {
+		if r := results[name][kindTrackapi]; r != nil && r.delivery != nil {
+			return r
+		}
+		return nil
+	}
+
+	const keepUp = "batch100-c20-2hooks"
+	what := "batch 100 × 330 B at 20 connections with 2 webhooks: delivery keeps up with collect (each destination's delivered events/s ≥ collected events/s)"
+	if r := hooked(keepUp); r == nil {
+		fmt.Fprintf(w, "| %s | not run | |\n", what)
+	} else {
+		collected, met := r.perSecond(r.events), true
+		var parts []string
+		for _, hr := range r.delivery.hooks {
+			delivered := r.perSecond(hr.inWindow)
+			met = met && delivered >= collected
+			parts = append(parts, fmt.Sprintf("%s %s (%.2f ×)", hr.name, fmtCount(delivered), delivered/collected))
+		}
+		fmt.Fprintf(w, "| %s | %s vs %s collected events/s | %s |\n", what, strings.Join(parts, ", "), fmtCount(collected), verdict(met))
+	}
+
+	for _, sc := range scs {
+		if sc.hooks == 0 {
+			continue
+		}
+		what := fmt.Sprintf("%s: collect with %d webhooks ≥ 0.85 × collect with none (%s)", sc.name, sc.hooks, sc.without)
+		with, without := hooked(sc.name), results[sc.without][kindTrackapi]
+		switch {
+		case with == nil:
+			fmt.Fprintf(w, "| %s | not run | |\n", what)
+		case without == nil || without.events == 0:
+			fmt.Fprintf(w, "| %s | needs %s in the same run | |\n", what, sc.without)
+		default:
+			ratio := with.perSecond(with.events) / without.perSecond(without.events)
+			fmt.Fprintf(w, "| %s | %.2f × (%s vs %s events/s) | %s |\n", what, ratio,
+				fmtCount(with.perSecond(with.events)), fmtCount(without.perSecond(without.events)), verdict(ratio >= 0.85))
+		}
+	}
+
+	for _, sc := range scs {
+		r := hooked(sc.name)
+		if r == nil {
+			continue
+		}
+		d := r.delivery
+		var parts []string
+		for _, hr := range d.hooks {
+			parts = append(parts, fmt.Sprintf("%s %s", hr.name, catchUpText(hr.caughtUp, hr.catchUp, d.accepted-hr.final.distinct)))
+		}
+		fmt.Fprintf(w, "| %s: catch-up lag after the load stops (every one of %s accepted events at every destination, bound %s) | %s | %s |\n",
+			sc.name, fmtCount(float64(d.accepted)), cfg.catchUpBound, strings.Join(parts, ", "), verdict(d.caughtUp))
+	}
 }
 
 // writeTargets checks the figures against point 5 of issue #4 (fsync on, 2 cores, load generator

@@ -18,20 +18,29 @@ type scenario struct {
 	// burst: every connection sends a fixed number of requests at once (cfg.burstRequests)
 	// instead of a closed loop for a duration; the whole burst is the measurement.
 	burst bool
+	// hooks is the number of webhook destinations trackapi delivers every event to (issue #8),
+	// all answered by a receiver in this process; without is the scenario of the same load
+	// without them, which the report compares with. The bare server does not run these.
+	hooks   int
+	without string
 }
 
 // bodyLimit is trackapi's batch body limit (server.BatchBodyLimit); the 500 KB batches stay just
 // under it.
 const bodyLimit = 512000
 
-// scenarios are the issue's: single 1 KB events at 1, 50 and 200 connections; batches of 100
+// scenarios are issue #4's: single 1 KB events at 1, 50 and 200 connections; batches of 100
 // events of about 330 bytes at 20 and 60 connections; 500 KB batches; and 256 concurrent 500 KB
-// batches at once.
+// batches at once. Issue #8 adds the single and 100-event batch loads again with two webhook
+// destinations, each right after the same load without them so that the two run in like
+// conditions.
 var allScenarios = []scenario{
 	{name: "single-c1", title: "single 1 KB event, 1 connection", path: "/events", conns: 1, events: 1, eventSize: 1024},
 	{name: "single-c50", title: "single 1 KB event, 50 connections", path: "/events", conns: 50, events: 1, eventSize: 1024},
+	{name: "single-c50-2hooks", title: "single 1 KB event, 50 connections, 2 webhook destinations", path: "/events", conns: 50, events: 1, eventSize: 1024, hooks: 2, without: "single-c50"},
 	{name: "single-c200", title: "single 1 KB event, 200 connections", path: "/events", conns: 200, events: 1, eventSize: 1024},
 	{name: "batch100-c20", title: "batch 100 × 330 B, 20 connections", path: "/events/batch", conns: 20, events: 100, eventSize: 330},
+	{name: "batch100-c20-2hooks", title: "batch 100 × 330 B, 20 connections, 2 webhook destinations", path: "/events/batch", conns: 20, events: 100, eventSize: 330, hooks: 2, without: "batch100-c20"},
 	{name: "batch100-c60", title: "batch 100 × 330 B, 60 connections", path: "/events/batch", conns: 60, events: 100, eventSize: 330},
 	{name: "batch500k-c8", title: "batch 500 KB (330 B events), 8 connections", path: "/events/batch", conns: 8, eventSize: 330, batchBytes: bodyLimit - 2000},
 	{name: "burst500k-c256", title: "256 concurrent 500 KB batches", path: "/events/batch", conns: 256, eventSize: 330, batchBytes: bodyLimit - 2000, burst: true},

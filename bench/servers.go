@@ -46,8 +46,10 @@ type serverProc struct {
 var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 // startServer starts a fresh server of kind. trackapi gets a fresh data directory in workDir and
-// a source created with `sources create` before it starts (so serve does not make one itself).
-func startServer(cfg config, kind, name string) (*serverProc, error) {
+// a source created with `sources create` before it starts (so serve does not make one itself),
+// and a webhook destination for each of hookURLs, created the same way (so serve delivers from
+// its first event, without waiting to notice them).
+func startServer(cfg config, kind, name string, hookURLs []string) (*serverProc, error) {
 	p := &serverProc{log: &tailBuffer{max: 64 << 10}, done: make(chan error, 1)}
 	switch kind {
 	case kindTrackapi:
@@ -57,6 +59,14 @@ func startServer(cfg config, kind, name string) (*serverProc, error) {
 			return nil, fmt.Errorf("trackapi sources create: %w%s", err, exitStderr(err))
 		}
 		p.key = strings.TrimSpace(string(out))
+		for i, url := range hookURLs {
+			// The signing secret, printed on stderr, is dropped: the receiver does not check it.
+			create := exec.Command(cfg.binary, "destinations", "create", "--data", data, "--name", hookName(i),
+				"--type", "webhook", "--url", url, "--allow-private")
+			if _, err := create.Output(); err != nil {
+				return nil, fmt.Errorf("trackapi destinations create: %w%s", err, exitStderr(err))
+			}
+		}
 		p.cmd = exec.Command(cfg.binary, "serve", "--addr", "127.0.0.1:0", "--data", data)
 	case kindBare:
 		p.cmd = exec.Command(cfg.self, "-serve-bare", "127.0.0.1:0")
@@ -275,9 +285,10 @@ type commitStats struct {
 	meanCommit        time.Duration
 }
 
-// scrapeCommits reads the commit metrics of a trackapi server; nil when it has none (a binary
-// without GET /metrics).
-func scrapeCommits(addr string) *commitStats {
+// scrapeMetrics reads the metrics of a trackapi server, by name with labels as the text format
+// writes them (`trackapi_delivery_events_total{destination="hook1",outcome="delivered"}`); nil
+// when it has none (a binary without GET /metrics).
+func scrapeMetrics(addr string) map[string]float64 {
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -303,6 +314,11 @@ func scrapeCommits(addr string) *commitStats {
 			values[line[:i]] = v
 		}
 	}
+	return values
+}
+
+// commitsFrom reads the commit metrics out of scraped values; nil when there are none.
+func commitsFrom(values map[string]float64) *commitStats {
 	n := values["trackapi_commit_group_requests_count"]
 	if n == 0 {
 		return nil
