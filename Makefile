@@ -87,7 +87,7 @@ unit:
 ## hostile: the hostile senders' cases against the real binary (127.0.0.1 only, bounded): each
 ## asserts the server's CPU, peak memory and answer sizes, and that an honest sender is served
 hostile:
-	$(GO) test -count=1 -run '^TestHostile' -v ./cmd/trackapi/
+	$(GO) test -count=1 -run '^(TestHostile|TestLowOpenFileLimit|TestTrustedProxiesFlag)' -v ./cmd/trackapi/
 
 ## fuzz: each fuzz target for FUZZTIME, seeded from testdata/events (both endpoints, and the JSON walker
 ## against encoding/json)

@@ -121,7 +121,8 @@ func (e Envelope) AppendJSON(b []byte) ([]byte, error) {
 // letters and statistics; a sink only sends and says how each envelope fared.
 type Sink interface {
 	// Deliver sends batch (at most the destination's batch size) and returns one result per
-	// envelope, results[i] for batch[i]. It returns by ctx's deadline (the attempt timeout).
+	// envelope, results[i] for batch[i]. It returns by ctx's deadline (the attempt timeout). The
+	// engine calls it from several goroutines at once when a destination is behind.
 	Deliver(ctx context.Context, batch []Envelope) []DeliveryResult
 	// Close releases connections and files.
 	Close() error

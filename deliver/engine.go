@@ -40,6 +40,11 @@ type Policy struct {
 	MinAttempts    int           // before giving up; default 3
 	BreakerAfter   int           // failed attempts in a row that open the circuit; default 5
 	BatchSize      int           // events a request; default 100 (a destination's BatchSize wins)
+	// Parallel is how many requests a destination that is behind sends at once; default 4.
+	Parallel int
+	// Linger is how long a caught-up destination waits after a wake-up before it reads the log,
+	// so that events committed meanwhile share a request; default 5 ms.
+	Linger time.Duration
 }
 
 func (p Policy) withDefaults() Policy {
@@ -62,6 +67,10 @@ func (p Policy) withDefaults() Policy {
 	if p.BatchSize <= 0 {
 		p.BatchSize = 100
 	}
+	if p.Parallel <= 0 {
+		p.Parallel = 4
+	}
+	def(&p.Linger, 5*time.Millisecond)
 	return p
 }
 

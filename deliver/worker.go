@@ -50,6 +50,10 @@ type worker struct {
 	lastState  time.Time
 	nextRetry  time.Time // the earliest retry known to be due, zero when none
 
+	// caughtUp is set when the last read of the log came back short: the next wake-up lingers a
+	// few milliseconds, so that a busy stream of small commits goes out in fuller requests.
+	caughtUp bool
+
 	failures int       // failed attempts in a row
 	open     bool      // the circuit: while open, the cursor stays and the oldest retry probes
 	probes   int       // failed probes since the circuit opened
@@ -111,6 +115,9 @@ func (w *worker) run() {
 		w.reportState(false)
 		if !worked {
 			w.sleep(w.idleWait())
+			if w.caughtUp && !w.stopped() {
+				w.linger()
+			}
 		}
 	}
 	w.flush(true)
@@ -140,6 +147,16 @@ func (w *worker) sleep(d time.Duration) {
 	case <-w.done:
 	case <-w.wake:
 	case <-w.e.clock.After(d):
+	}
+}
+
+// linger waits Linger after a wake-up, unless stopped: events committed meanwhile join the
+// same request. Without it, each commit of a busy collector (thousands a second) would wake the
+// worker for a request of a handful of events, which costs the collect path CPU.
+func (w *worker) linger() {
+	select {
+	case <-w.done:
+	case <-w.e.clock.After(w.policy.Linger):
 	}
 }
 
@@ -225,12 +242,14 @@ func (w *worker) sendNew() (bool, error) {
 	if len(w.dest.Sources) == 1 {
 		filter.SourceID = w.dest.Sources[0]
 	}
+	page := w.policy.BatchSize * w.policy.Parallel
 	ctx, cancel := storeCtx()
-	events, next, err := w.e.cfg.Log.ReadEvents(ctx, w.cursor, filter, w.policy.BatchSize)
+	events, next, err := w.e.cfg.Log.ReadEvents(ctx, w.cursor, filter, page)
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("read events after %d: %w", w.cursor, err)
 	}
+	w.caughtUp = len(events) < page
 	if len(events) == 0 {
 		return false, nil
 	}
@@ -249,7 +268,7 @@ func (w *worker) sendNew() (bool, error) {
 			w.pending.count(now).FilteredCondition++
 		}
 	}
-	results := w.deliver(batch)
+	results := w.deliverInParallel(batch)
 	now = w.now()
 	for i, env := range batch {
 		w.settleNew(env, results[i], now)
@@ -342,6 +361,23 @@ func (w *worker) probe(now time.Time) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// deliverInParallel cuts events into batches of BatchSize and sends up to Parallel of them at
+// once: a destination behind by many events catches up at several requests' pace, not one.
+func (w *worker) deliverInParallel(events []trackapi.Envelope) []trackapi.DeliveryResult {
+	size := w.policy.BatchSize
+	if len(events) <= size {
+		return w.deliver(events)
+	}
+	results := make([]trackapi.DeliveryResult, len(events))
+	var wg sync.WaitGroup
+	for start := 0; start < len(events); start += size {
+		chunk := events[start:min(start+size, len(events))]
+		wg.Go(func() { copy(results[start:], w.deliver(chunk)) })
+	}
+	wg.Wait()
+	return results
 }
 
 // deliver sends one batch through the sink within the attempt timeout.

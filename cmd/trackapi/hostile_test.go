@@ -257,6 +257,8 @@ func TestHostileDeepNesting(t *testing.T) {
 // valid key no 200 is more than twice the size of its request.
 func TestHostileAnswerSizes(t *testing.T) {
 	p, key := hostileServer(t)
+	h := startHonest(t, p.URL, key)
+	defer h.check(t, time.Second)
 	empties := []byte(`{"batch":[` + strings.Repeat("{},", 170662)[:170662*3-1] + `]}`)
 	status, answer := hostilePost(t, p.URL+"/events/batch?tc_s=5&token=wrong", gzipBytes(t, empties), true)
 	t.Logf("wrong key, %d empty events (%d bytes, %d gzipped): status %d, %d-byte answer", 170662, len(empties), len(gzipBytes(t, empties)), status, len(answer))
@@ -283,6 +285,8 @@ func TestHostileAnswerSizes(t *testing.T) {
 // byte received.
 func TestHostileDiskPerByte(t *testing.T) {
 	p, key := hostileServer(t)
+	h := startHonest(t, p.URL, key)
+	defer h.check(t, time.Second)
 	dbSize := func() int64 {
 		var total int64
 		for _, f := range []string{"trackapi.db", "trackapi.db-wal"} {
@@ -344,5 +348,51 @@ func TestHostileStalledSenders(t *testing.T) {
 	h.check(t, time.Second)
 	if u := processUsage(t, p.cmd.Process.Pid); u.peak > 300<<20 {
 		t.Errorf("peak memory %d MB with 300 stalled senders", u.peak>>20)
+	}
+}
+
+// Smuggling, half-closed clients and HEAD on the health checks, on raw connections to the real
+// binary: a request hiding another after a chunked body (both Content-Length and
+// Transfer-Encoding) is refused and its connection closed, so the hidden one never runs; a client
+// that half-closes after a complete request still gets its 200; HEAD /healthz is answered.
+func TestHostileProtocol(t *testing.T) {
+	p, key := hostileServer(t)
+	h := startHonest(t, p.URL, key)
+	defer h.check(t, time.Second)
+	addr := strings.TrimPrefix(p.URL, "http://")
+	exchange := func(raw string, halfClose bool) string {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		if halfClose {
+			c.(*net.TCPConn).CloseWrite()
+		}
+		out, _ := io.ReadAll(c)
+		return string(out)
+	}
+	event := `{"event_name":"page_view","context":{"event_id":"smuggle-1"}}`
+	hidden := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(event), event)
+	out := exchange(fmt.Sprintf("POST /events?tc_s=5&token=%s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"+
+		"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n%s%s", key, chunked, hidden), false)
+	if !strings.HasPrefix(out, "HTTP/1.1 400") || strings.Count(out, "HTTP/1.1 ") != 1 {
+		t.Errorf("a request with both Content-Length and Transfer-Encoding:\n%s", out)
+	}
+	body := `{"event_name":"page_view","context":{"event_id":"half-closed-1"}}`
+	out = exchange(fmt.Sprintf("POST /events?tc_s=5&token=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\nConnection: close\r\n\r\n%s", key, len(body), body), true)
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || !strings.Contains(out, `"accepted":1`) {
+		t.Errorf("a half-closed client:\n%s", out)
+	}
+	out = exchange("HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false)
+	if !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Errorf("HEAD /healthz:\n%s", out)
 	}
 }
