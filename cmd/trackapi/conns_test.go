@@ -17,34 +17,8 @@ import (
 // (soft and hard, so that Go cannot raise it) to files.
 func startServerLimited(t *testing.T, data string, files int, flags ...string) *process {
 	t.Helper()
-	p := &process{data: data, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	args := append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, files), binary, "serve", "--data", data, "--addr", "127.0.0.1:0"}, flags...)
-	p.cmd = exec.Command("sh", args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := listening.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.URL = "http://" + m[1]
-			return p
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("trackapi serve exited early: %v\n%s", err, p.stderr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("trackapi serve did not listen within 30 s:\n%s", p.stderr)
-	return nil
+	return startProcess(t, data, exec.Command("sh", args...))
 }
 
 // getOn sends GET path on conn, keeping it alive, and reads the answer within the given time.

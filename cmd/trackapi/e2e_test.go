@@ -92,8 +92,14 @@ func startServerWith(t *testing.T, data string, flags ...string) *process {
 // startBinary starts `bin serve --data data` with more flags.
 func startBinary(t *testing.T, bin, data string, flags ...string) *process {
 	t.Helper()
-	p := &process{data: data, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, append([]string{"serve", "--data", data}, flags...)...)
+	return startProcess(t, data, exec.Command(bin, append([]string{"serve", "--data", data}, flags...)...))
+}
+
+// startProcess starts cmd, a `trackapi serve` on data, and waits until it listens; it is killed
+// when the test ends if it still runs.
+func startProcess(t *testing.T, data string, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{cmd: cmd, data: data, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
