@@ -21,8 +21,6 @@ package forward
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -33,11 +31,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/client"
+	"github.com/trackapi/trackapi/internal/netfail"
 	"github.com/trackapi/trackapi/internal/netguard"
 )
 
@@ -234,37 +232,8 @@ func eventError(err error, j int) error {
 
 // networkReason groups the failures that got no HTTP answer.
 func networkReason(err error) string {
-	var (
-		dnsErr    *net.DNSError
-		netErr    net.Error
-		unknownCA x509.UnknownAuthorityError
-		hostErr   x509.HostnameError
-		certErr   x509.CertificateInvalidError
-		verifyErr *tls.CertificateVerificationError
-		recordErr tls.RecordHeaderError
-		alertErr  tls.AlertError
-	)
-	switch {
-	case errors.Is(err, netguard.ErrPrivateAddress):
-		return "private_address"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection_refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF),
-		errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection_reset"
-	case errors.As(err, &dnsErr):
-		return "dns"
-	case errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &certErr),
-		errors.As(err, &verifyErr), errors.As(err, &recordErr), errors.As(err, &alertErr):
-		return "tls"
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout"
-	case errors.As(err, &netErr):
-		return "network"
+	if reason, ok := netfail.Reason(err); ok {
+		return reason
 	}
 	// A 200 that is not a collect result, or whose counts do not add up: not a collector of
 	// this API, or a proxy in the way.

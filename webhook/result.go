@@ -1,21 +1,14 @@
 package webhook
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/trackapi/trackapi"
-	"github.com/trackapi/trackapi/internal/netguard"
+	"github.com/trackapi/trackapi/internal/netfail"
 )
 
 // failed is the result of a request that did not deliver, with its sample. resp is nil when no
@@ -57,44 +50,11 @@ func (s *Sink) refusal(reason string, err error, content []byte) trackapi.Delive
 // retrying is pointless. Only a refused address is permanent: the network may recover, a rule
 // will not.
 func classifyError(err error) (reason string, permanent bool) {
-	if errors.Is(err, netguard.ErrPrivateAddress) {
-		return "private_address", true
+	reason, ok := netfail.Reason(err)
+	if !ok {
+		reason = "network"
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timeout", false
-	}
-	if errors.Is(err, context.Canceled) { // the caller gave up (shutdown): nothing was learnt
-		return "canceled", false
-	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return "dns", false
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) && netErr.Timeout() {
-		return "timeout", false
-	}
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection_refused", false
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF): // closed before answering
-		return "connection_reset", false
-	}
-	var (
-		recordErr   tls.RecordHeaderError
-		alertErr    tls.AlertError
-		verifyErr   *tls.CertificateVerificationError
-		authorityEr x509.UnknownAuthorityError
-		hostnameErr x509.HostnameError
-		invalidErr  x509.CertificateInvalidError
-	)
-	if errors.As(err, &recordErr) || errors.As(err, &alertErr) || errors.As(err, &verifyErr) ||
-		errors.As(err, &authorityEr) || errors.As(err, &hostnameErr) || errors.As(err, &invalidErr) ||
-		strings.Contains(err.Error(), "tls: ") { // crypto/tls makes most handshake errors with errors.New
-		return "tls", false
-	}
-	return "network", false
+	return reason, reason == "private_address"
 }
 
 // parseRetryAfter reads a Retry-After header, delay-seconds or an HTTP date, as a wait from now,
