@@ -847,17 +847,9 @@ ON CONFLICT(destination_id, seq) DO UPDATE SET attempt = 0, first_failed_at = ex
 			append(args, sql.Named("now", now.UnixMilli()))...); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE `+where, args...)
-		if err != nil {
-			return err
-		}
-		if n, err = res.RowsAffected(); err != nil {
-			return err
-		}
-		if n == 0 {
-			return destinationExists(ctx, tx, destinationID)
-		}
-		return nil
+		var err error
+		n, err = deleteDeadLetters(ctx, tx, destinationID, where, args)
+		return err
 	})
 	if err != nil {
 		return 0, d.classify(op, err)
@@ -872,22 +864,31 @@ func (d *DB) PurgeDeadLetters(ctx context.Context, destinationID int64, f tracka
 	where, args := deadLetterWhere(destinationID, f)
 	var n int64
 	err := d.inWriteTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE `+where, args...)
-		if err != nil {
-			return err
-		}
-		if n, err = res.RowsAffected(); err != nil {
-			return err
-		}
-		if n == 0 {
-			return destinationExists(ctx, tx, destinationID)
-		}
-		return nil
+		var err error
+		n, err = deleteDeadLetters(ctx, tx, destinationID, where, args)
+		return err
 	})
 	if err != nil {
 		return 0, d.classify(op, err)
 	}
 	return int(n), nil
+}
+
+// deleteDeadLetters deletes the dead letters matching where (deadLetterWhere) and returns how
+// many; none for an unknown destination wraps trackapi.ErrNotFound.
+func deleteDeadLetters(ctx context.Context, tx *sql.Tx, destinationID int64, where string, args []any) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE `+where, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, destinationExists(ctx, tx, destinationID)
+	}
+	return n, nil
 }
 
 // DeliveryStats returns the minutes of [start, end) that have counts, oldest first; Minute is
