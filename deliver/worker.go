@@ -171,8 +171,10 @@ func (w *worker) idleWait() time.Duration {
 	if !w.open && !w.nextRetry.IsZero() && w.nextRetry.Before(next) {
 		next = w.nextRetry
 	}
-	if w.pending.dirty {
-		next = now // flushed by the caller already; be safe
+	if w.pending.dirty && now.Add(errorPause).Before(next) {
+		// Still pending after the idle flush: the settlement failed. Try again after the pause
+		// of any store error, not in a tight loop.
+		next = now.Add(errorPause)
 	}
 	return max(next.Sub(now), time.Millisecond)
 }
