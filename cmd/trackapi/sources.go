@@ -156,10 +156,7 @@ func timeOrDash(t time.Time) string {
 
 // withSources opens a data directory's store and runs fn with a source service over it.
 func withSources(dir string, create bool, fn func(*sources.Service) error) error {
-	db, err := openStore(dir, create, sqlite.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return fn(sources.New(db, sources.Options{}))
+	return withStore(dir, create, func(db *sqlite.DB) error {
+		return fn(sources.New(db, sources.Options{}))
+	})
 }
