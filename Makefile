@@ -29,6 +29,7 @@ GENERATED := gen/cfg.yaml:../openapi.yaml:api.gen.go \
              gen/spec/cfg.yaml:../../openapi.yaml:spec.gen.go \
              gen/echoapi/cfg.yaml:../../openapi.yaml:echoapi.gen.go \
              gen/ops/cfg.yaml:../../ops.yaml:ops.gen.go \
+             gen/adminapi/cfg.yaml:../../admin.yaml:adminapi.gen.go \
              testdata/upstream/cfg.yaml:http_tracking_api_spec.yaml:client.gen.go
 
 gen-check:
@@ -54,7 +55,7 @@ fmt-check:
 
 ## lint: Spectral with the spectral:oas ruleset; fails on any error
 lint: $(SPECTRAL)
-	$(SPECTRAL) lint openapi.yaml ops.yaml --ruleset .spectral.yaml --fail-severity error
+	$(SPECTRAL) lint openapi.yaml ops.yaml admin.yaml --ruleset .spectral.yaml --fail-severity error
 
 ## breaking: openapi.yaml must not break clients of the vendor's spec
 breaking: $(OASDIFF)

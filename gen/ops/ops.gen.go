@@ -142,7 +142,7 @@ type ClientInterface interface {
 
 	// GetMetrics Prometheus metrics
 	//
-	// Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
+	// On the admin address only (the public address answers 404). Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
 	// and commit latencies, commit group sizes, body sizes, and the Go runtime and process metrics.
 	//
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
@@ -201,7 +201,7 @@ func (c *Client) HeadHealth(ctx context.Context, reqEditors ...RequestEditorFn) 
 
 // GetMetrics Prometheus metrics
 //
-// Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
+// On the admin address only (the public address answers 404). Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
 // and commit latencies, commit group sizes, body sizes, and the Go runtime and process metrics.
 //
 // Corresponds with GET /metrics (the `GetMetrics` operationId).
@@ -452,7 +452,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetMetricsWithResponse Prometheus metrics
 	//
-	// Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
+	// On the admin address only (the public address answers 404). Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
 	// and commit latencies, commit group sizes, body sizes, and the Go runtime and process metrics.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -718,7 +718,7 @@ func (c *ClientWithResponses) HeadHealthWithResponse(ctx context.Context, reqEdi
 
 // GetMetricsWithResponse Prometheus metrics
 //
-// Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
+// On the admin address only (the public address answers 404). Metrics in the Prometheus text format: requests and events by endpoint and outcome, request
 // and commit latencies, commit group sizes, body sizes, and the Go runtime and process metrics.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -1026,28 +1026,30 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"3FdRb9s2EP4rB3YPG6DKbrIChYo+BJvRBOiGoA0wDHPQnKmTxZoiNfJk1w3834ejLNuJm2Xr8rSnMBSP",
-	"vPvu++7Ot0r7pvWOHEdV3Kqoa2owLT8wcpdWWJaGjXdoL4NvKbChqIoKbaRMtQdbtyoQRu9kVVLUwbRi",
-	"pwr1W70GrgkihSUFMBGcZwiE5TpXmeJ1S6pQkYNxc7XJVNw9Tq5rVPGH8guVqWSgMtU5XKKxOLOkro/M",
-	"N3Lwz84EKsVye9f+nJ99Is1qIweNq7w8o71j1CxLh42c4oB6ga0Rd+4Gc1UTSNDIPjyvUBs3B3Jl643j",
-	"CL4ChMF4G3DW/y1hRtGUlKDQ3lrSDGeXF+Bdjw42NHVYloFiLKAmtFwDujIhZRzFCLomvYhQ+QDWYwkz",
-	"tOg0hZjO+aBripxci1naugy+Ia6pi1PXEAejYw5XNa2BcUHgPCxoXQB9bn1MnjXgnV3DqqawjzOCRidu",
-	"6DqdyadOZcoaTS7SAWpnLeqanp/kY0lTsKpQNXMbi9FotVrlmD7nPsxHW9s4enfx0+TXD5Nks8kUG7aH",
-	"+G9dMN5FwUplakkh9pl40Zv4lpxkqlCn+Tg/VZlqketEn1EP4hdZz4mPmXkyHsOqNrZPShu8FpRTuiKc",
-	"X11d5nDBUHrqKcu+6xGAyD5QBtEDQtVZC6WJi/3BOTEgWLPcXxooMgamUii/i+qiVIV6S3yeHE0kj60X",
-	"ZMTZk/F4oCe55D62rTU6mY4+bcVGn7FpbcrDoBwRjAgpCVo+fBeoUoV6NtorfrSV+2ir9aSIY64P/psI",
-	"KAHlSWKxaxoMa1Wod2ZJwk0RMs5jUusuZ+p6k6masDyG/izCzdvJFQw5uslgZbj2HSeAZ75cZ4noifNC",
-	"ca6RIZIr4Xxy9vMxjOeE5d/i+O3B7X3D5NlDwW4yNdrK7EHO/dJ/B9PLfq9QYPrMEnKDXIAUMYrcK5uW",
-	"kjGYrXelphd8x9o3lA2Hp052tW8aw2CRyWlDMRt25sF3LUTzRfYkjGEtVuLLWw+hc2waSlsDOkPhSKo/",
-	"ou42nse5K+GNWovmLmvVMzifvLvcVc2PfbAf2TNamOwiH0rm1xDIp+4ZXP1+OXngFu07xxSm7qufb7Uv",
-	"6c1UTVU2XP5mqqJxc0tTlW3feDNVqDW1TOVUbeDHkwTHXmL3+9BX1aS7EMjxDtJ7fDsgQ7OD9UGmpYb4",
-	"WHEjty9YqYxvyRDMvGZwfvUaXo5P+4OG5YQUsO+19ZHKDPySgrSatA7pKovCtO01FRpLZcoFAlNkWAXD",
-	"8p6xNn2NGVA+zw8L5Q85nFVMQfZ6+/62DKTFTJ1GayEIABQBITb9/2j7y1PdPWiKvqEIM9QLoYnhSLYC",
-	"73Rf1CvsLIO2hOEhBr8frnq6+tvPKk9Ugu/n7nVfBTlgVRmdyzMvx6f/ztNhVlP95QczVQElMs4wkiQ8",
-	"9TUTU+7UfjS7M4Q9dZhCwCHSQfW7crjynS1TgxXasvfSCKTFUEg5e08c1s8TvY4l8YG0d2UE9rBCwzCj",
-	"St7EuJAxDudoXH5H1I1xppEZ9MVugDSOaU5Borgr3kMafVsr7AX9NJ3wMVL/F5r9j3P3jzu9mKfxXr4d",
-	"ZRSs12jv/xKA7QiY3oCbRkbw0Lmb/M64XIxGybr2kYtX41djtbneeXH/pX7gyQ7KoZTiXXvJhtH8wPnN",
-	"9eavAAAA//8=",
+	"3Fdbb9y6Ef4rA6YPNiBr15eDHuggD0ZrxAbS1jgxUBRdI56lZlfMUqRKjrzZGPvfi6GkvXjtpE391DeJ",
+	"5Azn9n0zfFLa14135Diq4klFXVGN6fMTI7fpC8vSsPEO7W3wDQU2FFUxQxspU83O0pMKhNE7+Sop6mAa",
+	"kVOF+nu1Aq4IIoVHCmAiOM8QCMtVrjLFq4ZUoSIH4+Zqnam4uZxcW6vin8ovVKaSgMpU6/ARjcWpJXV/",
+	"IL6Wg/9qTaBSJHtd23N++oU0q7UcNG7m5RrtHaNm+XRYyykOqBfYGDFn35m7ikCcRvbhZIbauDmQKxtv",
+	"HEfwM0AYhHuHC6gILVeArkxeG0cxgq5ILyLMfADrsZy4KVp0mkJMB33QFUVO98SsU1WCdzD1XKVwNu3U",
+	"Gg3aW0uaAcsyiF4Rlm0sa+OG1Yk7ekgq4OQkbZzIxkMG0xWUNMPWMpye/TEf5+P8tPh1/OvpcZY03QZf",
+	"E1fURqiJg9F7tmzumbjheu/sKoe7ilbAuCBwHha0KoC+Nj7SoWVJAJYVhW1cI2h0EipdgeF84lSmrNHk",
+	"Iu3k6LJBXdHJWT6WoghWFapibmIxGi2XyxzTdu7DfNTLxtHHmz9d/fXTVZJZZ4oN291s9wYY7yJc3t6o",
+	"TD1SiF3eTzsR35CTuijUeT7Oz1WmGuQqFeuoS/M3+Z4TH+LgbDyGZWVsF4UmeC3+p2hGuL67u83hhqH0",
+	"1AGEfau7TEf2gTKIHhBmrbVQmrjYHpwTA4I1j1ulgSJjYCoFYBuvbkpVqA/E18nQBKnYeImMGHs2Hg9g",
+	"IJfMx6axRifR0Zce2vQV68amPAw4FXgKbBN9yMYfAs1Uod6Ntvwy6sll1DNLwt8hsgb7TQQUh/IE6NjW",
+	"NYaVKtRH80iCHqENnMfEDZucqft1pirC8jD0lxEePlzdwZCjhwyWhivfcgrw1JerLEExoVIwyBUyRHIl",
+	"XF9d/vkwjNeE5Xfj+PPObW3DZNlrzq4zNepB+WrN/c29BrmjHQ7ZckdcivMX44vjHP7S6QbT6dihAqav",
+	"LOGqkQsQuqXIHfPQo2RbaGUgxY7NWta+pmw4PHGyqn1dGwaLTE4bitmwMg++bSCab7ImIRi+B3L74CG0",
+	"jk1NaWmIbB+NjjEOyr7358d1L+6NGotmv+LVO7i++ni74ffPnbOf2TNauNp4PjDySxHIJ+4d3P3j9uoV",
+	"Ldq3jilM3IvbT9qX9H6iJioblL+fqGjc3NJEZf0d7ycKtaaGqZyoNVycpXBs4fm8Y76IRN2GQI43IRWE",
+	"X4wvXoLWYtsM9uspE7rT1Zapuha0VblX/oet5nuFn6aBH3EtuS1/pp7S11cw84rB+eVv8Mv4vDtoWE6I",
+	"lUfa+khlBv6RgvTm9B2SKotSvL2aGRpLZUovAlNkWAbDcp+xNu3GDCif57u8fZzD5YwpyFon32nLQPrd",
+	"xGm0FoIEgCIgxLr7R9spT21gZ4rwNUWYol5I5RmOZGfgne56TNfYtSUMr4Hi90HV27WDblB7o47wPHe/",
+	"daTMAWczo1NZ/jI+/+8sHQZV1SnfGSgLKJFxipEk4anNmphyp7Zz6d4E+tZuSgEOng5EsmHYpW9tmfq9",
+	"lC17L31JOh6FlLPficPqJJXXISQ+kfaujMAelmgYpjSTOzEuZIbFORqX7/FEbZypZQA/3UzPxjHNKYgX",
+	"++DdLaOf68wdoN+mMf+oqP+XMvs/zt1/PHiIeHrbyN6Lo87+XJGeRdZrtM8fR9DPqelmeKjlyRBa9wBH",
+	"Lz2ajvO9Ub8YjZLSykeWR4tM6M+tuZHBZG/66TVnOywql/Q95/CK/XeRWt9vovL8ruvvKRa9/ctlJ5jr",
+	"+/W/AwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

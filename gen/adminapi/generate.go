@@ -1,0 +1,5 @@
+// Package adminapi is generated from admin.yaml, the config API: its models, a strict Echo
+// server interface, a typed client and the embedded spec. Only `make generate` writes it.
+package adminapi
+
+//go:generate go run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen -config cfg.yaml ../../admin.yaml
