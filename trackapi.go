@@ -188,6 +188,8 @@ type SourceStore interface {
 	Source(ctx context.Context, id int64) (Source, error)
 	// SetSourceActive deactivates or reactivates a source; an unknown id wraps ErrNotFound.
 	SetSourceActive(ctx context.Context, id int64, active bool) error
+	// RenameSource changes a source's name (ErrNotFound for an unknown id).
+	RenameSource(ctx context.Context, id int64, name string) error
 	// RotateSourceKey adds key to its source and, in the same transaction, makes every other key
 	// of that source that is live at now expire at previousExpireAt at the latest. It fails with
 	// ErrConflict when the source would then have more than maxLive keys live at now, and with

@@ -65,7 +65,7 @@ func (p Policy) withDefaults() Policy {
 		p.BreakerAfter = 5
 	}
 	if p.BatchSize <= 0 {
-		p.BatchSize = 100
+		p.BatchSize = DefaultBatchSize
 	}
 	if p.Parallel <= 0 {
 		p.Parallel = 4
@@ -254,7 +254,7 @@ func (e *Engine) newWorker(d trackapi.Destination) (*worker, error) {
 	if factory == nil {
 		return nil, fmt.Errorf("no sink for destination type %q", d.Type)
 	}
-	filter, err := ParseFilter(d.Filter)
+	routing, err := NewRouting(d)
 	if err != nil {
 		return nil, err
 	}
@@ -266,12 +266,8 @@ func (e *Engine) newWorker(d trackapi.Destination) (*worker, error) {
 	if d.BatchSize > 0 {
 		policy.BatchSize = d.BatchSize
 	}
-	sources := map[int64]bool{}
-	for _, id := range d.Sources {
-		sources[id] = true
-	}
 	return &worker{
-		e: e, dest: d, sink: sink, filter: filter, sources: sources, policy: policy,
+		e: e, dest: d, sink: sink, routing: routing, policy: policy,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), finished: make(chan struct{}),
 		log: e.log.With("destination", d.Name, "destination_id", d.ID),
 	}, nil
@@ -285,6 +281,9 @@ func ValidateDestination(d trackapi.Destination, sinks map[string]SinkFactory) e
 	if factory == nil {
 		return fmt.Errorf("unknown destination type %q", d.Type)
 	}
+	if err := requiredSettings(d); err != nil {
+		return err
+	}
 	if _, err := ParseFilter(d.Filter); err != nil {
 		return err
 	}
@@ -293,6 +292,43 @@ func ValidateDestination(d trackapi.Destination, sinks map[string]SinkFactory) e
 		return err
 	}
 	return sink.Close()
+}
+
+// DefaultBatchSize is the most events a request carries when neither the destination nor the
+// policy says otherwise.
+const DefaultBatchSize = 100
+
+// MaxBatchSize is the most events a destination's request may carry.
+const MaxBatchSize = 10000
+
+// requiredSettings checks that each type has the settings it needs, named as the config API's
+// fields and the command line's flags both name them.
+func requiredSettings(d trackapi.Destination) error {
+	missing := func(settings string) error {
+		return fmt.Errorf("a %s destination needs %s", d.Type, settings)
+	}
+	switch d.Type {
+	case trackapi.DestinationWebhook:
+		if d.Config.URL == "" {
+			return missing("a url")
+		}
+	case trackapi.DestinationForward:
+		if d.Config.URL == "" || d.Config.Site == "" || d.Config.Token == "" {
+			return missing("a url, a site and a token")
+		}
+	case trackapi.DestinationKafka:
+		if len(d.Config.Brokers) == 0 || d.Config.Topic == "" {
+			return missing("brokers and a topic")
+		}
+	case trackapi.DestinationFile:
+		if d.Config.Path == "" {
+			return missing("a path")
+		}
+	}
+	if d.BatchSize < 0 || d.BatchSize > MaxBatchSize {
+		return fmt.Errorf("the batch size must be between 1 and %d", MaxBatchSize)
+	}
+	return nil
 }
 
 // Clock is the engine's time, replaced by a fake in tests of long outages.

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/trackapi/trackapi"
 )
 
 // The condition operators, after the vendor's simple filters.
@@ -273,4 +275,49 @@ func decodeJSON(raw []byte) any {
 		return nil
 	}
 	return v
+}
+
+// Routing decides which stored events go to a destination: its sources, then its consent and
+// condition filters. The delivery workers and the config API's view of outgoing payloads share
+// it, so that the view shows what is really sent.
+type Routing struct {
+	consent string
+	filter  *Filter
+	sources map[int64]bool // empty: every source
+}
+
+// NewRouting compiles d's routing; it fails on a filter ParseFilter refuses.
+func NewRouting(d trackapi.Destination) (*Routing, error) {
+	filter, err := ParseFilter(d.Filter)
+	if err != nil {
+		return nil, err
+	}
+	r := &Routing{consent: d.ConsentCategory, filter: filter, sources: map[int64]bool{}}
+	for _, id := range d.Sources {
+		r.sources[id] = true
+	}
+	return r, nil
+}
+
+// Takes reports whether events of the source are the destination's at all (an event of another
+// source is not counted as filtered: it was never the destination's).
+func (r *Routing) Takes(sourceID int64) bool {
+	return len(r.sources) == 0 || r.sources[sourceID]
+}
+
+// Admit applies the consent and condition filters: "" when the event goes out, else the outcome
+// it is counted as (filtered_consent or filtered_condition).
+func (r *Routing) Admit(ev trackapi.StoredEvent) string {
+	needsBody := r.consent != "" || (r.filter != nil && len(r.filter.Conditions) > 0)
+	var body any
+	if needsBody {
+		body = decodeJSON(ev.Event)
+	}
+	if r.consent != "" && !hasConsent(body, r.consent) {
+		return outcomeFilteredConsent
+	}
+	if r.filter != nil && (!r.filter.passesNames(ev.EventName) || !r.filter.passesConditions(body)) {
+		return outcomeFilteredCondition
+	}
+	return ""
 }

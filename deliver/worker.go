@@ -30,8 +30,7 @@ type worker struct {
 	e       *Engine
 	dest    trackapi.Destination
 	sink    trackapi.Sink
-	filter  *Filter
-	sources map[int64]bool // empty: every source
+	routing *Routing
 	policy  Policy
 	log     *slog.Logger
 
@@ -258,12 +257,12 @@ func (w *worker) sendNew() (bool, error) {
 	now := w.now()
 	batch := make([]trackapi.Envelope, 0, len(events))
 	for _, ev := range events {
-		if len(w.sources) > 0 && !w.sources[ev.SourceID] {
+		if !w.routing.Takes(ev.SourceID) {
 			continue // not this destination's source: nothing to count
 		}
-		switch w.admit(ev) {
+		switch w.routing.Admit(ev) {
 		case "":
-			batch = append(batch, envelope(ev))
+			batch = append(batch, EnvelopeOf(ev))
 		case outcomeFilteredConsent:
 			w.pending.count(now).FilteredConsent++
 		case outcomeFilteredCondition:
@@ -285,22 +284,6 @@ const (
 	outcomeFilteredConsent   = "filtered_consent"
 	outcomeFilteredCondition = "filtered_condition"
 )
-
-// admit applies the consent and condition filters: "" when the event goes out.
-func (w *worker) admit(ev trackapi.StoredEvent) string {
-	needsBody := w.dest.ConsentCategory != "" || (w.filter != nil && len(w.filter.Conditions) > 0)
-	var body any
-	if needsBody {
-		body = decodeJSON(ev.Event)
-	}
-	if w.dest.ConsentCategory != "" && !hasConsent(body, w.dest.ConsentCategory) {
-		return outcomeFilteredConsent
-	}
-	if w.filter != nil && (!w.filter.passesNames(ev.EventName) || !w.filter.passesConditions(body)) {
-		return outcomeFilteredCondition
-	}
-	return ""
-}
 
 // sendRetries sends a batch of retries again.
 func (w *worker) sendRetries(retries []trackapi.Retry) error {
@@ -343,7 +326,7 @@ func (w *worker) retryBatch(retries []trackapi.Retry) ([]trackapi.Envelope, []tr
 			w.pending.count(w.now()).Expired++
 			continue
 		}
-		batch = append(batch, envelope(ev))
+		batch = append(batch, EnvelopeOf(ev))
 		kept = append(kept, r)
 	}
 	return batch, kept, nil
@@ -679,8 +662,9 @@ func (p *pending) settlement(destinationID int64) trackapi.Settlement {
 	return s
 }
 
-// envelope is how a stored event goes out.
-func envelope(ev trackapi.StoredEvent) trackapi.Envelope {
+// EnvelopeOf is how a stored event goes out; its ID ("<source_id>:<event_id>") is stable across
+// retries. The config API shows outgoing payloads with it.
+func EnvelopeOf(ev trackapi.StoredEvent) trackapi.Envelope {
 	return trackapi.Envelope{
 		ID:       strconv.FormatInt(ev.SourceID, 10) + ":" + ev.EventID,
 		SourceID: ev.SourceID, Site: ev.Site, ReceivedAt: ev.ReceivedAt, Event: ev.Event,

@@ -324,7 +324,7 @@ func TestOverloadSaysSo(t *testing.T) {
 	if strings.Contains(out, "level=ERROR") || !strings.Contains(out, "level=WARN msg=request method=POST path=/events status=503") {
 		t.Errorf("the overload was not logged (once, at warn level):\n%s", out)
 	}
-	if !strings.Contains(string(e.get("/metrics").Body), `trackapi_requests_total{endpoint="single",outcome="overloaded"} 1`) {
+	if !strings.Contains(string(e.metrics().Body), `trackapi_requests_total{endpoint="single",outcome="overloaded"} 1`) {
 		t.Error("the overload was not counted")
 	}
 	_ = gen.ErrorCodeUnavailable

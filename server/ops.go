@@ -11,6 +11,15 @@ import (
 	"github.com/trackapi/trackapi/metrics"
 )
 
+// Operations returns the operations API of ops.yaml (health, readiness, metrics), for the admin
+// listener, which serves all of it; the public listener serves only health and readiness.
+func Operations(ready func(context.Context) error, m *metrics.Metrics) ops.ServerInterface {
+	if ready == nil {
+		ready = func(context.Context) error { return nil }
+	}
+	return operations{ready: ready, metrics: m}
+}
+
 // operations implements the operations API of ops.yaml.
 type operations struct {
 	ready   func(context.Context) error

@@ -62,7 +62,7 @@ func dialServer(t *testing.T, e *env) net.Conn {
 // metricValue reads one sample of /metrics (-1 when it is not there).
 func metricValue(t *testing.T, e *env, name string) float64 {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(e.get("/metrics").Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(e.metrics().Body)
 	if m == nil {
 		return -1
 	}

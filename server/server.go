@@ -136,7 +136,8 @@ func clientIPExtractor(trusted []*net.IPNet) echo.IPExtractor {
 }
 
 // Handler returns the Echo instance serving the collect API (POST /events, /events/ and
-// /events/batch) and the operations API (GET /healthz, /readyz, /metrics), with errors rendered as
+// /events/batch) and the operations API's health and readiness (GET /healthz, /readyz; metrics are
+// on the admin listener), with errors rendered as
 // the spec's Error body and one log line a request.
 func (s *Server) Handler() *echo.Echo {
 	e := echo.New()
@@ -150,7 +151,12 @@ func (s *Server) Handler() *echo.Echo {
 	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
 	e.POST("/events", wrapper.CollectEvent)
-	ops.RegisterHandlers(e, operations{ready: s.ready, metrics: s.metrics})
+	// Health and readiness only: metrics are for operators, on the admin listener.
+	health := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
+	e.GET("/healthz", health.GetHealth)
+	e.HEAD("/healthz", health.HeadHealth)
+	e.GET("/readyz", health.GetReadiness)
+	e.HEAD("/readyz", health.HeadReadiness)
 	return e
 }
 

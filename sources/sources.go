@@ -151,6 +151,26 @@ func (s *Service) SetActive(ctx context.Context, sourceID int64, active bool) er
 	return nil
 }
 
+// Rename changes a source's name, which is for people only.
+func (s *Service) Rename(ctx context.Context, sourceID int64, name string) error {
+	if name == "" {
+		return fmt.Errorf("rename source %d: the name must not be empty", sourceID)
+	}
+	if err := s.store.RenameSource(ctx, sourceID, name); err != nil {
+		return fmt.Errorf("rename source %d: %w", sourceID, err)
+	}
+	return nil
+}
+
+// Source returns one source (ErrNotFound for an unknown id).
+func (s *Service) Source(ctx context.Context, sourceID int64) (trackapi.Source, error) {
+	src, err := s.store.Source(ctx, sourceID)
+	if err != nil {
+		return trackapi.Source{}, fmt.Errorf("source %d: %w", sourceID, err)
+	}
+	return src, nil
+}
+
 // List returns every source, oldest first.
 func (s *Service) List(ctx context.Context) ([]trackapi.Source, error) {
 	list, err := s.store.Sources(ctx)

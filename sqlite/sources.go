@@ -138,6 +138,23 @@ func (d *DB) SetSourceActive(ctx context.Context, id int64, active bool) error {
 	return nil
 }
 
+// RenameSource changes a source's name; an unknown id wraps trackapi.ErrNotFound.
+func (d *DB) RenameSource(ctx context.Context, id int64, name string) error {
+	op := fmt.Sprintf("rename source %d", id)
+	res, err := d.writer.ExecContext(ctx, `UPDATE sources SET name = ? WHERE id = ?`, name, id)
+	if err != nil {
+		return d.classify(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return d.classify(op, err)
+	}
+	if n == 0 {
+		return d.classify(op, trackapi.ErrNotFound)
+	}
+	return nil
+}
+
 // liveAt is the SQL condition for a key of source_keys that is live at the epoch milliseconds
 // of the named parameter :now: trackapi.SourceKey.Live in SQL. For a time t and an expiry E
 // stored in whole milliseconds, t < E exactly when t's whole milliseconds are below E.

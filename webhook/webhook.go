@@ -315,6 +315,29 @@ func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) track
 	return r
 }
 
+// MaxSecretOverlap bounds how long a replaced signing secret still signs, as for source keys: a
+// longer overlap would make a rotation after a leak meaningless.
+const MaxSecretOverlap = 7 * 24 * time.Hour
+
+// RotateSecrets puts secret first and makes the previous secrets expire after overlap at the
+// latest; secrets already expired are dropped. The command line and the config API rotate with it.
+func RotateSecrets(old []trackapi.SigningSecret, secret string, now time.Time, overlap time.Duration) []trackapi.SigningSecret {
+	out := []trackapi.SigningSecret{{Secret: secret}}
+	expires := now.Add(overlap)
+	for _, s := range old {
+		if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
+			continue
+		}
+		if s.ExpiresAt.IsZero() || s.ExpiresAt.After(expires) {
+			s.ExpiresAt = expires
+		}
+		if s.ExpiresAt.After(now) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // ErrPrivateAddress is wrapped by New's error when a destination's URL names a refused address,
 // and by a delivery's error when its host name resolved to one (netguard's rule).
 var ErrPrivateAddress = netguard.ErrPrivateAddress

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -49,9 +48,6 @@ func (c *destinationsCreateCmd) Run(env *runEnv) error {
 		Config: trackapi.DestinationConfig{URL: c.URL, AllowPrivate: c.AllowPrivate, Site: c.Site, Token: c.Token,
 			Brokers: splitList(c.Brokers), Topic: c.Topic, Path: c.Path},
 	}
-	if err := requireFor(d); err != nil {
-		return usageError{err}
-	}
 	var secret string
 	if d.Type == trackapi.DestinationWebhook {
 		var err error
@@ -85,35 +81,6 @@ func (c *destinationsCreateCmd) Run(env *runEnv) error {
 	}
 	_, err = fmt.Fprintln(env.stdout, d.ID)
 	return err
-}
-
-// requireFor checks that each type has the flags it needs.
-func requireFor(d trackapi.Destination) error {
-	missing := func(flags string) error {
-		return fmt.Errorf("a %s destination needs %s", d.Type, flags)
-	}
-	switch d.Type {
-	case trackapi.DestinationWebhook:
-		if d.Config.URL == "" {
-			return missing("--url")
-		}
-	case trackapi.DestinationForward:
-		if d.Config.URL == "" || d.Config.Site == "" || d.Config.Token == "" {
-			return missing("--url, --site and --token")
-		}
-	case trackapi.DestinationKafka:
-		if len(d.Config.Brokers) == 0 || d.Config.Topic == "" {
-			return missing("--brokers and --topic")
-		}
-	case trackapi.DestinationFile:
-		if d.Config.Path == "" {
-			return missing("--path")
-		}
-	}
-	if d.BatchSize < 0 || d.BatchSize > 10000 {
-		return errors.New("--batch-size must be between 1 and 10000")
-	}
-	return nil
 }
 
 func splitList(values []string) []string {
@@ -207,12 +174,9 @@ type destinationsRotateSecretCmd struct {
 	ExpirePreviousIn time.Duration `default:"24h" placeholder:"DURATION" help:"How long the previous secret keeps signing too: 0 (at once) to 168h (7 days)."`
 }
 
-// maxSecretOverlap bounds how long a replaced signing secret still signs, as for source keys.
-const maxSecretOverlap = 7 * 24 * time.Hour
-
 func (c *destinationsRotateSecretCmd) Run(env *runEnv) error {
-	if c.ExpirePreviousIn < 0 || c.ExpirePreviousIn > maxSecretOverlap {
-		return usageError{fmt.Errorf("--expire-previous-in must be between 0 and %s", maxSecretOverlap)}
+	if c.ExpirePreviousIn < 0 || c.ExpirePreviousIn > webhook.MaxSecretOverlap {
+		return usageError{fmt.Errorf("--expire-previous-in must be between 0 and %s", webhook.MaxSecretOverlap)}
 	}
 	db, err := openStore(c.Data, false, sqlite.Options{})
 	if err != nil {
@@ -230,31 +194,12 @@ func (c *destinationsRotateSecretCmd) Run(env *runEnv) error {
 	if err != nil {
 		return err
 	}
-	d.Config.Secrets = rotateSecrets(d.Config.Secrets, secret, time.Now(), c.ExpirePreviousIn)
+	d.Config.Secrets = webhook.RotateSecrets(d.Config.Secrets, secret, time.Now(), c.ExpirePreviousIn)
 	if _, err := db.UpdateDestination(env.ctx, d); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stderr, "new signing secret of destination %d (shown only this once): %s\n", d.ID, secret)
 	return nil
-}
-
-// rotateSecrets puts secret first and makes the previous secrets expire after overlap at the
-// latest; secrets already expired are dropped.
-func rotateSecrets(old []trackapi.SigningSecret, secret string, now time.Time, overlap time.Duration) []trackapi.SigningSecret {
-	out := []trackapi.SigningSecret{{Secret: secret}}
-	expires := now.Add(overlap)
-	for _, s := range old {
-		if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
-			continue
-		}
-		if s.ExpiresAt.IsZero() || s.ExpiresAt.After(expires) {
-			s.ExpiresAt = expires
-		}
-		if s.ExpiresAt.After(now) {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 type destinationsDeleteCmd struct{ destinationIDCmd }
