@@ -205,6 +205,9 @@ func (s *Service) HasLive(ctx context.Context) (bool, error) {
 func (s *Service) Revoke(ctx context.Context, id int64) error {
 	at := s.now()
 	if err := s.store.RevokeAdminToken(ctx, id, at); err != nil {
+		if errors.Is(err, trackapi.ErrNotFound) { // the store's message says no more than this
+			return fmt.Errorf("revoke admin token %d: no such token: %w", id, trackapi.ErrNotFound)
+		}
 		return fmt.Errorf("revoke admin token %d: %w", id, err)
 	}
 	s.cache.revoke(id, at)
