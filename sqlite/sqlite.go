@@ -74,8 +74,8 @@ type Options struct {
 }
 
 // DB is the SQLite store. It implements trackapi.EventStore, trackapi.EventLog,
-// trackapi.SourceStore and trackapi.DeliveryStore and is safe for concurrent use. Close it to
-// commit what is queued and release the file.
+// trackapi.SourceStore, trackapi.DeliveryStore and trackapi.AdminTokenStore and is safe for
+// concurrent use. Close it to commit what is queued and release the file.
 type DB struct {
 	// writer has exactly one connection: SQLite allows one writer at a time anyway, and one
 	// connection keeps the committer, migrations, source and delivery changes from competing for

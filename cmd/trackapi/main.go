@@ -1,6 +1,7 @@
 // Command trackapi runs the collect server and manages its sources and stored events. It only
 // wires the packages together: the work is done in server/ (HTTP), ingest/ (event rules),
-// sources/ (keys), sqlite/ (the store) and importer/ (bulk sends).
+// sources/ (keys), admintokens/ (config API tokens), sqlite/ (the store) and importer/ (bulk
+// sends).
 //
 // Commands and flags are declared as structs for github.com/alecthomas/kong, which gives every
 // command its own --help, checks required flags and keeps the dispatch out of hand-written code.
@@ -27,6 +28,7 @@ type cli struct {
 	Destinations destinationsCmd `cmd:"" help:"Route stored events to webhooks, other collectors, Kafka or files."`
 	DeadLetters  deadLettersCmd  `cmd:"" name:"dead-letters" help:"List and replay the events a destination did not take."`
 	Send         sendCmd         `cmd:"" help:"Bulk import of NDJSON events through the partners' client."`
+	AdminTokens  adminTokensCmd  `cmd:"" name:"admin-tokens" help:"Make, list and revoke the tokens of the config API (Authorization: Bearer; scopes read and write)."`
 }
 
 // dataFlag is the --data flag of every command that works on a data directory.
