@@ -10,18 +10,6 @@ import (
 	"github.com/trackapi/trackapi/gen/adminapi"
 )
 
-// InspectorReader is what the config API reads of the event inspector: the store's entries and
-// data-quality counts, and a way to wait for new entries.
-type InspectorReader interface {
-	InspectorEntries(ctx context.Context, f trackapi.InspectorFilter, before int64, limit int) ([]trackapi.InspectorEntry, int64, error)
-	InspectorEntriesAfter(ctx context.Context, f trackapi.InspectorFilter, after int64, limit int) ([]trackapi.InspectorEntry, int64, error)
-	InspectorEntry(ctx context.Context, id int64) (trackapi.InspectorEntry, error)
-	DataQuality(ctx context.Context, sourceID int64, start, end time.Time) (trackapi.QualityReport, error)
-	// Changed returns a channel closed at the next write of entries: a live stream waits on it
-	// instead of polling the store.
-	Changed() <-chan struct{}
-}
-
 // inspectorFilter builds the store's filter from the API's parameters. source_id 0 asks for the
 // entries no source could be attributed to (an unknown key).
 func inspectorFilter(sourceID *int64, site, eventName *string, outcome *adminapi.InspectorOutcome, code, testCode *string) trackapi.InspectorFilter {

@@ -51,9 +51,11 @@ type Config struct {
 	Store   Store
 	Sources *sources.Service
 	Tokens  Tokens
-	// Inspector reads the event inspector's entries and the data-quality counts, and Changes
-	// wakes live streams when entries are written.
-	Inspector InspectorReader
+	// Inspector holds the event inspector's entries and the data-quality counts, and
+	// WaitForEntries (the capturer's Wait) returns once an entry after an id is written, or ctx
+	// ends: live streams wait on it rather than poll the store.
+	Inspector      trackapi.InspectorStore
+	WaitForEntries func(ctx context.Context, afterID int64) error
 	// Sinks are the destination types this binary delivers to, to check a destination's settings
 	// before it is stored and to test it.
 	Sinks map[string]deliver.SinkFactory
@@ -79,8 +81,8 @@ var _ adminapi.StrictServerInterface = (*Server)(nil)
 
 // New checks cfg and returns the server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Store == nil || cfg.Sources == nil || cfg.Tokens == nil || cfg.Inspector == nil || cfg.Operations == nil {
-		return nil, errors.New("admin: Config.Store, Sources, Tokens, Inspector and Operations are required")
+	if cfg.Store == nil || cfg.Sources == nil || cfg.Tokens == nil || cfg.Inspector == nil || cfg.WaitForEntries == nil || cfg.Operations == nil {
+		return nil, errors.New("admin: Config.Store, Sources, Tokens, Inspector, WaitForEntries and Operations are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -30,6 +30,8 @@ const (
 	// streamPoll is how often a stream looks at the store when nothing woke it: writes by another
 	// process (a CLI, another node) do not wake it.
 	streamPoll = time.Second
+	// streamMinGap is the least time between two reads of one stream.
+	streamMinGap = 200 * time.Millisecond
 )
 
 // streamLimiter counts the open streams of each token.
@@ -121,13 +123,9 @@ func (st *inspectorStream) VisitStreamInspectorEventsResponse(w http.ResponseWri
 	if err := write([]byte(": trackapi inspector stream\n\n")); err != nil {
 		return nil // the client went away
 	}
-	heartbeat := time.NewTicker(heartbeatEvery)
-	defer heartbeat.Stop()
-	poll := time.NewTicker(streamPoll)
-	defer poll.Stop()
+	lastWrite := time.Now()
 	var buf []byte
 	for {
-		changed := st.s.cfg.Inspector.Changed() // before reading, so that no write is missed
 		entries, _, err := st.s.cfg.Inspector.InspectorEntriesAfter(st.ctx, st.filter, st.after, streamPage)
 		if err != nil {
 			if st.ctx.Err() == nil {
@@ -148,22 +146,60 @@ func (st *inspectorStream) VisitStreamInspectorEventsResponse(w http.ResponseWri
 			if err := write(buf); err != nil {
 				return nil
 			}
+			lastWrite = time.Now()
 			if len(entries) == streamPage {
 				continue // more are waiting
 			}
 		}
-		select {
-		case <-st.ctx.Done():
+		// Wait for a write of entries, the next heartbeat, the next poll or the end; then read no
+		// sooner than streamMinGap after the last read, so that a flood of entries the filter
+		// leaves out costs a few reads a second, not one per write.
+		wait := min(streamPoll, time.Until(lastWrite.Add(heartbeatEvery)))
+		if err := st.waitForEntries(wait); err != nil {
+			if st.ended() {
+				_ = write([]byte(": the server is shutting down; reconnect with Last-Event-ID\n\n"))
+			}
 			return nil
-		case <-st.s.shutdown:
-			_ = write([]byte(": the server is shutting down; reconnect with Last-Event-ID\n\n"))
-			return nil
-		case <-heartbeat.C:
+		}
+		if time.Since(lastWrite) >= heartbeatEvery {
 			if err := write([]byte(": keep-alive\n\n")); err != nil {
 				return nil
 			}
-		case <-changed:
-		case <-poll.C:
+			lastWrite = time.Now()
 		}
+		select {
+		case <-st.ctx.Done():
+			return nil
+		case <-time.After(streamMinGap):
+		}
+	}
+}
+
+// waitForEntries waits up to d for an entry after the stream's place; it fails only when the
+// client went away or the server is shutting down.
+func (st *inspectorStream) waitForEntries(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(st.ctx, max(d, 0))
+	defer cancel()
+	go func() {
+		select {
+		case <-st.s.shutdown:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_ = st.s.cfg.WaitForEntries(ctx, st.after)
+	if st.ctx.Err() != nil || st.ended() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// ended reports whether the server is shutting down.
+func (st *inspectorStream) ended() bool {
+	select {
+	case <-st.s.shutdown:
+		return true
+	default:
+		return false
 	}
 }

@@ -183,13 +183,13 @@ func measure(cfg config, sc scenario, kind string) (*result, error) {
 		return nil, err
 	}
 	if kind == kindTrackapi {
-		metrics := scrapeMetrics(srv.addr)
+		metrics := scrapeMetrics(srv.adminAddr)
 		if r.delivery != nil {
 			// trackapi counts deliveries when it settles them (every 200 ms at most while busy):
 			// give its counters a moment to take in the last batches the receiver already has.
 			for deadline := time.Now().Add(2 * time.Second); !r.delivery.serverSettled(metrics) && time.Now().Before(deadline); {
 				time.Sleep(50 * time.Millisecond)
-				metrics = scrapeMetrics(srv.addr)
+				metrics = scrapeMetrics(srv.adminAddr)
 			}
 			r.delivery.addServerCounts(metrics)
 		}

@@ -37,13 +37,15 @@ const benchSite = "1"
 type serverProc struct {
 	cmd  *exec.Cmd
 	addr string // host:port it listens on
-	key  string // the source key (trackapi only)
-	log  *tailBuffer
-	done chan error
+	// adminAddr is trackapi's admin listener (its /metrics); empty for the bare server.
+	adminAddr string
+	key       string // the source key (trackapi only)
+	log       *tailBuffer
+	done      chan error
 }
 
 // listeningLine is what both servers log once they accept connections.
-var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)(?: admin_addr=(\S+))?`)
 
 // startServer starts a fresh server of kind. trackapi gets a fresh data directory in workDir and
 // a source created with `sources create` before it starts (so serve does not make one itself),
@@ -67,7 +69,7 @@ func startServer(cfg config, kind, name string, hookURLs []string) (*serverProc,
 				return nil, fmt.Errorf("trackapi destinations create: %w%s", err, exitStderr(err))
 			}
 		}
-		p.cmd = exec.Command(cfg.binary, "serve", "--addr", "127.0.0.1:0", "--data", data)
+		p.cmd = exec.Command(cfg.binary, "serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data", data)
 	case kindBare:
 		p.cmd = exec.Command(cfg.self, "-serve-bare", "127.0.0.1:0")
 	default:
@@ -81,7 +83,7 @@ func startServer(cfg config, kind, name string, hookURLs []string) (*serverProc,
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", kind, err)
 	}
-	listening := make(chan string, 1)
+	listening := make(chan []string, 1)
 	go func() {
 		// Keep reading for the life of the process: a server blocked on a full stderr pipe
 		// would stall.
@@ -92,7 +94,7 @@ func startServer(cfg config, kind, name string, hookURLs []string) (*serverProc,
 			p.log.WriteString(line + "\n")
 			if m := listeningLine.FindStringSubmatch(line); m != nil {
 				select {
-				case listening <- m[1]:
+				case listening <- m:
 				default:
 				}
 			}
@@ -101,7 +103,8 @@ func startServer(cfg config, kind, name string, hookURLs []string) (*serverProc,
 		p.done <- p.cmd.Wait()
 	}()
 	select {
-	case p.addr = <-listening:
+	case m := <-listening:
+		p.addr, p.adminAddr = m[1], m[2]
 		return p, nil
 	case err := <-p.done:
 		return nil, fmt.Errorf("%s exited before listening: %v\n%s", kind, err, p.log)

@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("GORACE") == "" {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
+	// Servers started by the tests run side by side: each takes a free port for its admin
+	// listener too (startProcess reads it from the log).
+	os.Setenv("TRACKAPI_ADMIN_ADDR", "127.0.0.1:0")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -50,12 +53,14 @@ func TestMain(m *testing.M) {
 
 // process is a running `trackapi serve`.
 type process struct {
-	cmd    *exec.Cmd
-	URL    string
-	data   string // its --data directory
-	stdout *lockedBuffer
-	stderr *lockedBuffer
-	done   chan error
+	cmd *exec.Cmd
+	URL string
+	// AdminURL is its admin listener's: the config API, /metrics.
+	AdminURL string
+	data     string // its --data directory
+	stdout   *lockedBuffer
+	stderr   *lockedBuffer
+	done     chan error
 }
 
 type lockedBuffer struct {
@@ -75,7 +80,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+) admin_addr=(127\.0\.0\.1:\d+)`)
 
 // startServer runs the binary on a free port of 127.0.0.1 and waits until it listens.
 func startServer(t *testing.T, data string) *process {
@@ -114,7 +119,7 @@ func startProcess(t *testing.T, data string, cmd *exec.Cmd) *process {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if m := listening.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.URL = "http://" + m[1]
+			p.URL, p.AdminURL = "http://"+m[1], "http://"+m[2]
 			return p
 		}
 		select {

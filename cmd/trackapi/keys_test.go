@@ -141,7 +141,7 @@ func TestUnknownKeysCostOneLookup(t *testing.T) {
 	if !works(t, p.URL, "42", good, &n) {
 		t.Fatal("the good key")
 	}
-	metrics := get(t, p.URL+"/metrics")
+	metrics := get(t, p.AdminURL+"/metrics")
 	lookups := metricValue(t, metrics, `trackapi_source_key_lookups_total{found="false"}`)
 	refused := metricValue(t, metrics, `trackapi_source_authentications_total{result="unknown_key"}`)
 	t.Logf("300 requests with one bad key: %v refused, %v store lookups", refused, lookups)

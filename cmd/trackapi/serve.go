@@ -14,8 +14,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trackapi/trackapi/admin"
+	"github.com/trackapi/trackapi/admintokens"
 	"github.com/trackapi/trackapi/deliver"
 	"github.com/trackapi/trackapi/ingest"
+	"github.com/trackapi/trackapi/inspector"
 	"github.com/trackapi/trackapi/metrics"
 	"github.com/trackapi/trackapi/server"
 	"github.com/trackapi/trackapi/sources"
@@ -26,11 +29,14 @@ import (
 // server's own bounds (timeouts, connection cap) are server.HTTPOptions'.
 const drainTimeout = 30 * time.Second
 
-// serveCmd runs the collect server.
+// serveCmd runs the collect server and, on its own listener, the config API.
 type serveCmd struct {
 	dataFlag
-	Addr     string `default:":8080" help:"Address to listen on."`
-	LogLevel string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error."`
+	Addr string `default:":8080" help:"Address to listen on."`
+	// AdminAddr is the config API's own listener, on loopback by default: it holds the keys to
+	// everything, and metrics are for operators only.
+	AdminAddr string `default:"127.0.0.1:8081" env:"TRACKAPI_ADMIN_ADDR" help:"Address of the admin listener: the config API (/api/), its spec (/admin.yaml), /metrics, /healthz and /readyz."`
+	LogLevel  string `default:"info" enum:"debug,info,warn,error" help:"debug, info, warn or error."`
 	// Retention bounds the disk: events older than this are deleted once every destination has
 	// settled them (those still unsettled are counted expired, never dropped silently).
 	Retention days `default:"7d" help:"Delete stored events older than this (e.g. 7d, 36h); unsettled ones are counted expired."`
@@ -89,43 +95,73 @@ func (c *serveCmd) Run(env *runEnv) error {
 	engine.Store(delivery)
 	keys := sources.New(db, sources.Options{Logger: log, OnAuthenticate: m.ObserveAuth, OnLookup: m.ObserveKeyLookup})
 	defer keys.Close(context.Background())
+	tokens := admintokens.New(db, admintokens.Options{Logger: log})
+	defer tokens.Close(context.Background())
+	capture, err := inspector.New(inspector.Config{Store: db, Logger: log, OnDrop: m.ObserveInspectorDropped})
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", c.Addr, err)
 	}
+	defer ln.Close()
+	adminLn, err := net.Listen("tcp", c.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s (--admin-addr): %w", c.AdminAddr, err)
+	}
+	defer adminLn.Close()
 	if err := createFirstSource(env.ctx, keys, ln.Addr(), env.stdout); err != nil {
-		ln.Close()
 		return err
 	}
-	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys, Logger: log})
+	if err := createFirstAdminToken(env.ctx, tokens, "http://"+curlHost(adminLn.Addr())+"/", env.stdout); err != nil {
+		return err
+	}
+	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys, Logger: log, Inspector: capture})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log, TrustedProxies: proxies})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	httpServer := server.NewHTTPServer(srv.Handler(), ln, server.HTTPOptions{
 		MaxConnections: c.MaxConnections, Logger: log, Metrics: m,
 	})
+	adminSrv, err := admin.New(admin.Config{Store: db, Sources: keys, Tokens: tokens, Inspector: db,
+		WaitForEntries: capture.Wait, Sinks: sinkFactories(log), Operations: server.Operations(db.Ping, m),
+		DeliveryTimeout: c.DeliveryTimeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	adminHandler, err := adminSrv.Handler()
+	if err != nil {
+		return err
+	}
+	// The admin listener is for a few operators and their tools: the server's defaults bound it.
+	adminHTTP := server.NewHTTPServer(adminHandler, adminLn, server.HTTPOptions{MaxConnections: 100, Logger: log})
 
 	ctx, stop := signal.NotifyContext(env.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- httpServer.Serve() }()
+	go func() { served <- adminHTTP.Serve() }()
 	// Delivery and retention run until the HTTP server has drained, so that events acknowledged
 	// during the drain are still routed; then the workers settle what they sent.
 	background, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	var running sync.WaitGroup
 	running.Go(func() { _ = delivery.Run(background) })
+	running.Go(func() { _ = capture.Run(background) })
+	running.Go(func() {
+		inspector.Retention{Store: db, Logger: log}.Run(background)
+	})
 	running.Go(func() {
 		deliver.Retention{Store: db, Keep: time.Duration(c.Retention), Observe: m.ObserveRetention, Logger: log}.Run(background)
 	})
-	log.Info("listening", "addr", ln.Addr().String(), "data", c.Data, "max_connections", httpServer.MaxConnections)
+	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "data", c.Data,
+		"max_connections", httpServer.MaxConnections)
 
 	select {
 	case err := <-served:
@@ -137,14 +173,21 @@ func (c *serveCmd) Run(env *runEnv) error {
 	log.Info("shutting down: draining in-flight requests")
 	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
+	adminSrv.Shutdown() // ends the live streams, which would keep the admin server's drain waiting
 	if err := httpServer.Shutdown(drainCtx); err != nil {
 		log.Error("draining did not finish in time", "err", err)
+	}
+	if err := adminHTTP.Shutdown(drainCtx); err != nil {
+		log.Error("draining the admin listener did not finish in time", "err", err)
 	}
 	log.Info("shutting down: letting deliveries in flight settle")
 	stopBackground()
 	running.Wait()
 	if err := keys.Close(drainCtx); err != nil {
 		log.Warn("writing when source keys were last used failed", "err", err)
+	}
+	if err := tokens.Close(drainCtx); err != nil {
+		log.Warn("writing when admin tokens were last used failed", "err", err)
 	}
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("closing the store: %w", err)

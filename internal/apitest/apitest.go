@@ -1,5 +1,5 @@
 // Package apitest holds what every HTTP test of trackapi shares: the check that a response is one
-// openapi.yaml (or ops.yaml) describes (kin-openapi's response validation), and an HTTP client that applies that
+// openapi.yaml, admin.yaml or ops.yaml describes (kin-openapi's response validation), and an HTTP client that applies that
 // check to every response it receives. Tests must get their responses through it, so that the spec
 // and the server cannot drift apart unnoticed.
 package apitest
@@ -20,19 +20,24 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 )
 
 // api is one spec the server serves, and the URL prefix of its paths (its servers' base path).
+// A spec with path parameters is matched by kin-openapi's router instead.
 type api struct {
-	file   string
-	prefix string
-	once   sync.Once
-	doc    *openapi3.T
-	err    error
+	file      string
+	prefix    string
+	templated bool
+	once      sync.Once
+	doc       *openapi3.T
+	router    routers.Router
+	err       error
 }
 
-// apis are the server's specs: the collect API under /events and the operations API at the root.
-var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "ops.yaml"}}
+// apis are the server's specs: the collect API under /events, the config API (admin.yaml, on the
+// admin listener) and the operations API at the root.
+var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "admin.yaml", templated: true}, {file: "ops.yaml"}}
 
 // load reads a spec from the repository root (not the copy embedded in gen/, so that a stale gen/
 // cannot hide a change of the spec).
@@ -44,6 +49,12 @@ func (a *api) load() (*openapi3.T, error) {
 		if a.err == nil {
 			a.err = a.doc.Validate(context.Background())
 		}
+		if a.err == nil && a.templated {
+			// The router would match the servers' hosts too; the tests' servers listen elsewhere.
+			withoutServers := *a.doc
+			withoutServers.Servers = nil
+			a.router, a.err = gorillamux.NewRouter(&withoutServers)
+		}
 		if a.err != nil {
 			a.err = fmt.Errorf("loading %s: %w", a.file, a.err)
 		}
@@ -52,14 +63,21 @@ func (a *api) load() (*openapi3.T, error) {
 }
 
 // route finds the operation of a request in the server's specs.
-func route(method, urlPath string) (*routers.Route, error) {
+func route(req *http.Request) (*routers.Route, map[string]string, error) {
+	method, urlPath := req.Method, req.URL.Path
 	for _, a := range apis {
 		if !strings.HasPrefix(urlPath, a.prefix) {
 			continue
 		}
 		doc, err := a.load()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if a.router != nil {
+			if rt, params, err := a.router.FindRoute(req); err == nil {
+				return rt, params, nil
+			}
+			continue
 		}
 		path := strings.TrimPrefix(urlPath, a.prefix)
 		if path == "" {
@@ -67,11 +85,11 @@ func route(method, urlPath string) (*routers.Route, error) {
 		}
 		if item := doc.Paths.Find(path); item != nil {
 			if op := item.GetOperation(method); op != nil {
-				return &routers.Route{Spec: doc, Path: path, PathItem: item, Method: method, Operation: op}, nil
+				return &routers.Route{Spec: doc, Path: path, PathItem: item, Method: method, Operation: op}, nil, nil
 			}
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // CheckResponse fails the test unless the response (status, headers, body) is one the spec
@@ -79,13 +97,13 @@ func route(method, urlPath string) (*routers.Route, error) {
 func CheckResponse(t testing.TB, req *http.Request, status int, header http.Header, body []byte) {
 	t.Helper()
 	if err := ValidateResponse(req, status, header, body); err != nil {
-		t.Errorf("response to %s %s does not match openapi.yaml: %v\nstatus %d, body: %.500s", req.Method, req.URL.Path, err, status, body)
+		t.Errorf("response to %s %s does not match its spec: %v\nstatus %d, body: %.500s", req.Method, req.URL.Path, err, status, body)
 	}
 }
 
 // ValidateResponse is CheckResponse as an error, for places without a testing.TB.
 func ValidateResponse(req *http.Request, status int, header http.Header, body []byte) error {
-	rt, err := route(req.Method, req.URL.Path)
+	rt, params, err := route(req)
 	if err != nil {
 		return err
 	}
@@ -97,7 +115,7 @@ func ValidateResponse(req *http.Request, status int, header http.Header, body []
 	}
 	input := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{
-			Request: req, Route: rt, Options: &openapi3filter.Options{},
+			Request: req, PathParams: params, Route: rt, Options: &openapi3filter.Options{},
 		},
 		Status:  status,
 		Header:  header,
