@@ -128,6 +128,19 @@ type Sink interface {
 	Close() error
 }
 
+// Previewer is a Sink that can show the request it would send for a batch without sending it: the
+// dry run of the config API's destination test.
+//
+// The request is built by the code Deliver sends with, so an operator sees what the destination
+// would get (the same body bytes and headers), shown as a DeliverySample's request is: credentials
+// redacted, body cut with SampleBody. When the batch would take several requests (a size limit),
+// it is the first. Preview does no I/O and is safe for concurrent use; it fails when the batch
+// would send nothing (every envelope refused, no current signing secret), with the error Deliver
+// would report.
+type Previewer interface {
+	Preview(batch []Envelope) (SampleRequest, error)
+}
+
 // DeliveryResult is the fate of one envelope in one attempt.
 type DeliveryResult struct {
 	// Err is nil when the envelope was delivered.

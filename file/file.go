@@ -51,7 +51,10 @@ type Sink struct {
 	name string   // its base name
 }
 
-var _ trackapi.Sink = (*Sink)(nil)
+var (
+	_ trackapi.Sink      = (*Sink)(nil)
+	_ trackapi.Previewer = (*Sink)(nil) // the config API's dry run finds Preview through it
+)
 
 // fileLayout names the hourly files: the UTC hour, sorting in time order.
 const fileLayout = "2006-01-02T15"
@@ -84,19 +87,7 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackapi.DeliveryResult {
 	results := make([]trackapi.DeliveryResult, len(batch))
 	var buf bytes.Buffer
-	var written []int
-	for i, env := range batch {
-		line, err := json.Marshal(env)
-		if err != nil {
-			err = fmt.Errorf("file: envelope %s: encoding it: %w", env.ID, err)
-			results[i] = trackapi.DeliveryResult{Err: err, Permanent: true, Reason: "invalid_event",
-				Sample: s.sample(s.dir, env.Event, err)}
-			continue
-		}
-		buf.Write(line) // json.Marshal escapes newlines inside strings: one envelope, one line
-		buf.WriteByte('\n')
-		written = append(written, i)
-	}
+	written := s.encode(batch, results, &buf)
 	if len(written) == 0 {
 		return results
 	}
@@ -119,10 +110,53 @@ func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackap
 	return results
 }
 
+// Preview shows the lines Deliver would append for batch, without writing them, as one "WRITE"
+// request: the URL is file://<path>/<file of the current hour>, the file Deliver would append to
+// now, and the body the NDJSON lines (cut to trackapi.SampleBodyLimit), encoded by the code Deliver
+// uses; there are no headers. Envelopes Deliver would refuse (invalid_event) are left out; when
+// every one would be, the error is the one Deliver would report.
+func (s *Sink) Preview(batch []trackapi.Envelope) (trackapi.SampleRequest, error) {
+	results := make([]trackapi.DeliveryResult, len(batch))
+	var buf bytes.Buffer
+	if written := s.encode(batch, results, &buf); len(written) == 0 {
+		for _, r := range results {
+			if r.Err != nil {
+				return trackapi.SampleRequest{}, r.Err
+			}
+		}
+		return trackapi.SampleRequest{}, errors.New("file: preview: the batch is empty, nothing would be written")
+	}
+	return s.writeRequest(filepath.Join(s.dir, s.fileName()), buf.Bytes()), nil
+}
+
+// encode appends to buf the line of each envelope, as Deliver writes them and Preview shows them,
+// and returns the indexes of the envelopes written. An envelope that cannot be encoded gets its
+// permanent refusal in results (it never will be) and no line.
+func (s *Sink) encode(batch []trackapi.Envelope, results []trackapi.DeliveryResult, buf *bytes.Buffer) (written []int) {
+	for i, env := range batch {
+		line, err := json.Marshal(env)
+		if err != nil {
+			err = fmt.Errorf("file: envelope %s: encoding it: %w", env.ID, err)
+			results[i] = trackapi.DeliveryResult{Err: err, Permanent: true, Reason: "invalid_event",
+				Sample: s.sample(s.dir, env.Event, err)}
+			continue
+		}
+		buf.Write(line) // json.Marshal escapes newlines inside strings: one envelope, one line
+		buf.WriteByte('\n')
+		written = append(written, i)
+	}
+	return written
+}
+
+// fileName is the base name of the current hour's file, the one Deliver appends to now.
+func (s *Sink) fileName() string {
+	return s.now().UTC().Format(fileLayout) + ".ndjson"
+}
+
 // append writes data at the end of the current hour's file and syncs it, opening (and creating)
 // the file when the hour changed. It returns the file's path, for samples.
 func (s *Sink) append(data []byte) (string, error) {
-	name := s.now().UTC().Format(fileLayout) + ".ndjson"
+	name := s.fileName()
 	path := filepath.Join(s.dir, name)
 	if s.f != nil && s.name != name {
 		if err := s.closeFile(); err != nil {
@@ -226,16 +260,19 @@ func (s *Sink) failAll(results []trackapi.DeliveryResult, which []int, reason st
 	}
 }
 
-// sample shows a failed write as an "APPEND" request to the file's URL, with the lines (cut to
-// trackapi.SampleBodyLimit) and the error.
+// sample shows a failed write as a "WRITE" request (writeRequest) with the error.
 func (s *Sink) sample(path string, data []byte, err error) *trackapi.DeliverySample {
-	return &trackapi.DeliverySample{
-		Request: trackapi.SampleRequest{
-			Method:  "APPEND",
-			URL:     "file://" + filepath.ToSlash(path),
-			Headers: map[string]string{},
-			Body:    trackapi.SampleBody(data),
-		},
-		Error: err.Error(),
+	return &trackapi.DeliverySample{Request: s.writeRequest(path, data), Error: err.Error()}
+}
+
+// writeRequest shows a write as a request, in failure samples and previews alike: method "WRITE"
+// (the config API's name for a file destination's operation), the file's URL, no headers, and the
+// lines cut to trackapi.SampleBodyLimit.
+func (s *Sink) writeRequest(path string, data []byte) trackapi.SampleRequest {
+	return trackapi.SampleRequest{
+		Method:  "WRITE",
+		URL:     "file://" + filepath.ToSlash(path),
+		Headers: map[string]string{},
+		Body:    trackapi.SampleBody(data),
 	}
 }

@@ -217,7 +217,7 @@ func TestUnwritableDirectoryIsRetryable(t *testing.T) {
 			t.Fatalf("envelope %d: %+v, want a retryable io failure with a sample", i, r)
 		}
 		smp := r.Sample
-		if smp.Request.Method != "APPEND" || !strings.HasPrefix(smp.Request.URL, "file://"+notDir+"/") ||
+		if smp.Request.Method != "WRITE" || !strings.HasPrefix(smp.Request.URL, "file://"+notDir+"/") ||
 			!strings.Contains(smp.Request.Body, `"id":"3:ev-2"`) || !strings.Contains(smp.Error, "not a directory") {
 			t.Errorf("sample: %+v", smp)
 		}

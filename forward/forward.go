@@ -62,7 +62,10 @@ type Sink struct {
 	log      *slog.Logger
 }
 
-var _ trackapi.Sink = (*Sink)(nil)
+var (
+	_ trackapi.Sink      = (*Sink)(nil)
+	_ trackapi.Previewer = (*Sink)(nil) // the config API's dry run finds Preview through it
+)
 
 // New returns the sink of a forward destination: d.Config.URL is the far collector's base URL
 // (with or without /events), d.Config.Site and d.Config.Token its source. It does not connect.
@@ -114,6 +117,34 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 // returns how each fared. Events the far end would refuse are refused here, without being sent,
 // so that they do not keep the others from going.
 func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackapi.DeliveryResult {
+	return s.send(ctx, batch, &recorder{})
+}
+
+// Preview is the first request Deliver would send for batch, built by the same client call but
+// not sent, shown as a failure's sample shows it: the Authorization header (which carries the
+// token) REDACTED, every query value (the site) REDACTED, the body cut to
+// trackapi.SampleBodyLimit. A batch over the API's batch limits would go in several requests;
+// only the first is shown. Events Deliver would refuse locally are left out of it as Deliver
+// leaves them out; when every one would be refused, the error is the one Deliver would report.
+// Stored events carry their context.event_id and event_timestamp; an event without them gets them
+// from the client at each call, so those would differ between a preview and a delivery.
+func (s *Sink) Preview(batch []trackapi.Envelope) (trackapi.SampleRequest, error) {
+	rec := &recorder{dryRun: true}
+	results := s.send(context.Background(), batch, rec)
+	if req, ok := rec.first(); ok {
+		return req, nil
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			return trackapi.SampleRequest{}, r.Err
+		}
+	}
+	return trackapi.SampleRequest{}, errors.New("forward: preview: the batch is empty, no request would be sent")
+}
+
+// send is Deliver with rec recording the exchanges; a dry-run rec makes it Preview, so that both
+// go through the client's one way of building requests.
+func (s *Sink) send(ctx context.Context, batch []trackapi.Envelope, rec *recorder) []trackapi.DeliveryResult {
 	results := make([]trackapi.DeliveryResult, len(batch))
 	var (
 		events [][]byte
@@ -131,7 +162,6 @@ func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackap
 		return results
 	}
 
-	rec := &recorder{}
 	res, err := s.cl.SendRawBatch(context.WithValue(ctx, recorderKey{}, rec), events)
 	if res == nil {
 		// Only a local refusal stops the client before it sends, and those were taken out
@@ -260,8 +290,25 @@ type recorderKey struct{}
 // recorder keeps the HTTP exchanges of one Deliver, to show the failing one as a sample: the
 // client reports outcomes, not the requests and answers behind them.
 type recorder struct {
+	// dryRun makes recordingDoer record each request and fail it with errPreview instead of
+	// performing it: Preview's way to get the client's requests without sending them.
+	dryRun bool
+
 	mu        sync.Mutex
 	exchanges []*exchange
+}
+
+// errPreview fails the requests of a dry run, which are recorded, never performed.
+var errPreview = errors.New("forward: a preview sends nothing")
+
+// first is the first recorded request, as shown in samples.
+func (r *recorder) first() (trackapi.SampleRequest, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.exchanges) == 0 {
+		return trackapi.SampleRequest{}, false
+	}
+	return r.exchanges[0].request, true
 }
 
 // exchange is one request and its answer (or error).
@@ -338,6 +385,9 @@ func (d recordingDoer) Do(req *http.Request) (*http.Response, error) {
 		Body:    trackapi.SampleBody(e.body),
 	}
 	rec.add(e)
+	if rec.dryRun {
+		return nil, errPreview
+	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
 		var ue *url.Error

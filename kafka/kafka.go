@@ -81,7 +81,10 @@ type Sink struct {
 	log          *slog.Logger
 }
 
-var _ trackapi.Sink = (*Sink)(nil)
+var (
+	_ trackapi.Sink      = (*Sink)(nil)
+	_ trackapi.Previewer = (*Sink)(nil) // the config API's dry run finds Preview through it
+)
 
 // topicName is Kafka's rule for topic names; a bad name is refused by New rather than turned
 // into a dead letter for every event.
@@ -157,23 +160,7 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 // the engine's retry then repeats: consumers deduplicate on the envelope id).
 func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackapi.DeliveryResult {
 	results := make([]trackapi.DeliveryResult, len(batch))
-	recs := make([]*kgo.Record, len(batch))
-	var pending []int
-	for i, env := range batch {
-		rec, err := newRecord(env)
-		if err != nil {
-			// An envelope that cannot be encoded never will be.
-			results[i] = trackapi.DeliveryResult{
-				Err:       fmt.Errorf("kafka: envelope %s: %w", env.ID, err),
-				Permanent: true,
-				Reason:    "invalid_event",
-				Sample:    s.sample(env, rec, err),
-			}
-			continue
-		}
-		recs[i] = rec
-		pending = append(pending, i)
-	}
+	recs, pending := s.records(batch, results)
 	errs := s.produce(ctx, recs, pending)
 
 	// The broker refuses a whole record batch that is over its max.message.bytes, so records
@@ -206,6 +193,54 @@ func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackap
 		results[i] = trackapi.DeliveryResult{Err: err, Permanent: permanent, Reason: reason, Sample: s.sample(batch[i], recs[i], err)}
 	}
 	return results
+}
+
+// Preview shows the records Deliver would produce for batch, without producing them, as one
+// "PRODUCE" request to kafka://<brokers>/<topic>: the body is the records' values one a line, and
+// the headers are the record headers the sink sets (event_id, source_id) and the key, each the
+// records' values joined by ", " in the order of the lines (one record: its own values), the way an
+// HTTP sample joins a repeated header. The records are built by the code Deliver uses; the
+// producer would group them into one request per partition leader, which the preview does not
+// show. Envelopes Deliver would refuse (invalid_event) are left out; when every one would be, the
+// error is the one Deliver would report.
+func (s *Sink) Preview(batch []trackapi.Envelope) (trackapi.SampleRequest, error) {
+	results := make([]trackapi.DeliveryResult, len(batch))
+	recs, pending := s.records(batch, results)
+	if len(pending) == 0 {
+		for _, r := range results {
+			if r.Err != nil {
+				return trackapi.SampleRequest{}, r.Err
+			}
+		}
+		return trackapi.SampleRequest{}, errors.New("kafka: preview: the batch is empty, no record would be produced")
+	}
+	shown := make([]*kgo.Record, len(pending))
+	for j, i := range pending {
+		shown[j] = recs[i]
+	}
+	return s.produceRequest(shown), nil
+}
+
+// records builds the record of each envelope, recs[i] for batch[i], as Deliver produces them and
+// Preview shows them; pending are the indexes of those built. An envelope that cannot be encoded
+// gets its permanent refusal in results (it never will be) and no record.
+func (s *Sink) records(batch []trackapi.Envelope, results []trackapi.DeliveryResult) (recs []*kgo.Record, pending []int) {
+	recs = make([]*kgo.Record, len(batch))
+	for i, env := range batch {
+		rec, err := newRecord(env)
+		if err != nil {
+			results[i] = trackapi.DeliveryResult{
+				Err:       fmt.Errorf("kafka: envelope %s: %w", env.ID, err),
+				Permanent: true,
+				Reason:    "invalid_event",
+				Sample:    s.sample(env, rec, err),
+			}
+			continue
+		}
+		recs[i] = rec
+		pending = append(pending, i)
+	}
+	return recs, pending
 }
 
 // unacknowledgedError is the error of a record whose ack had not come when the attempt ended,
@@ -396,23 +431,49 @@ func kafkaReason(ke *kerr.Error) string {
 	return "kafka_" + strings.ToLower(ke.Message)
 }
 
-// sample shows a failed record as a produce "request": the target, the headers and key, and the
-// value cut to trackapi.SampleBodyLimit.
+// sample shows a failed record as a produce "request" (produceRequest); an envelope that got no
+// record shows its event_id and source_id headers, no key and no value.
 func (s *Sink) sample(env trackapi.Envelope, rec *kgo.Record, err error) *trackapi.DeliverySample {
+	if rec != nil {
+		return &trackapi.DeliverySample{Request: s.produceRequest([]*kgo.Record{rec}), Error: err.Error()}
+	}
 	headers := map[string]string{
 		"event_id":  env.EventID,
 		"source_id": strconv.FormatInt(env.SourceID, 10),
 		"key":       "",
 	}
-	body := ""
-	if rec != nil {
-		headers["key"] = string(rec.Key)
-		body = trackapi.SampleBody(rec.Value)
-	}
 	return &trackapi.DeliverySample{
-		Request: trackapi.SampleRequest{Method: "PRODUCE", URL: s.target, Headers: headers, Body: body},
+		Request: trackapi.SampleRequest{Method: "PRODUCE", URL: s.target, Headers: headers},
 		Error:   err.Error(),
 	}
+}
+
+// produceRequest shows records as one produce "request", in failure samples and previews alike:
+// the target, the record headers and "key" (each the records' values joined by ", "), and the
+// values one a line, cut to trackapi.SampleBodyLimit. Nothing in a record is a credential.
+func (s *Sink) produceRequest(recs []*kgo.Record) trackapi.SampleRequest {
+	headers := map[string]string{}
+	add := func(name string, value []byte, first bool) {
+		if first {
+			headers[name] = string(value)
+		} else {
+			headers[name] += ", " + string(value)
+		}
+	}
+	var body []byte
+	for j, rec := range recs {
+		for _, h := range rec.Headers {
+			add(h.Key, h.Value, j == 0)
+		}
+		add("key", rec.Key, j == 0)
+		if len(body) <= trackapi.SampleBodyLimit { // past it, SampleBody cuts what would follow
+			if j > 0 {
+				body = append(body, '\n')
+			}
+			body = append(body, rec.Value...)
+		}
+	}
+	return trackapi.SampleRequest{Method: "PRODUCE", URL: s.target, Headers: headers, Body: trackapi.SampleBody(body)}
 }
 
 // slogLogger makes franz-go log through slog, at its warnings and errors only: the producer's

@@ -14,14 +14,7 @@ import (
 // failed is the result of a request that did not deliver, with its sample. resp is nil when no
 // answer came; the caller fills the response body, which only it has read.
 func (s *Sink) failed(permanent bool, reason string, err error, reqHeader http.Header, body []byte, resp *http.Response, n int) trackapi.DeliveryResult {
-	sample := &trackapi.DeliverySample{
-		Request: trackapi.SampleRequest{
-			Method:  http.MethodPost,
-			URL:     s.shownURL,
-			Headers: redactHeaders(reqHeader),
-			Body:    trackapi.SampleBody(body),
-		},
-	}
+	sample := &trackapi.DeliverySample{Request: s.sampleRequest(reqHeader, body)}
 	if resp != nil {
 		sample.Response = &trackapi.SampleResponse{Status: resp.StatusCode, Headers: redactHeaders(resp.Header)}
 	} else {
@@ -32,6 +25,17 @@ func (s *Sink) failed(permanent bool, reason string, err error, reqHeader http.H
 	return trackapi.DeliveryResult{Err: err, Permanent: permanent, Reason: reason, Sample: sample}
 }
 
+// sampleRequest is a request as operators see it, in failure samples and previews alike: the URL
+// and headers with credentials redacted, the body cut to trackapi.SampleBodyLimit.
+func (s *Sink) sampleRequest(header http.Header, body []byte) trackapi.SampleRequest {
+	return trackapi.SampleRequest{
+		Method:  http.MethodPost,
+		URL:     s.shownURL,
+		Headers: redactHeaders(header),
+		Body:    trackapi.SampleBody(body),
+	}
+}
+
 // refusal is the result of an envelope the sink will not send at all; its sample shows what was
 // refused, as no exchange took place.
 func (s *Sink) refusal(reason string, err error, content []byte) trackapi.DeliveryResult {
@@ -40,7 +44,7 @@ func (s *Sink) refusal(reason string, err error, content []byte) trackapi.Delive
 		Permanent: true,
 		Reason:    reason,
 		Sample: &trackapi.DeliverySample{
-			Request: trackapi.SampleRequest{Method: http.MethodPost, URL: s.shownURL, Headers: map[string]string{}, Body: trackapi.SampleBody(content)},
+			Request: s.sampleRequest(nil, content),
 			Error:   err.Error(),
 		},
 	}

@@ -93,6 +93,11 @@ type Sink struct {
 	timeout   time.Duration
 }
 
+var (
+	_ trackapi.Sink      = (*Sink)(nil)
+	_ trackapi.Previewer = (*Sink)(nil) // the config API's dry run finds Preview through it
+)
+
 // secret is a signing secret decoded once, at New.
 type secret struct {
 	key       []byte
@@ -185,21 +190,71 @@ func New(d trackapi.Destination, opts Options) (*Sink, error) {
 // be (too_large) fails for good without a request.
 func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackapi.DeliveryResult {
 	results := make([]trackapi.DeliveryResult, len(batch))
+	s.split(batch, results, func(idx []int, body []byte) bool {
+		r := s.post(ctx, messageID(batch, idx), body, len(idx))
+		for _, i := range idx {
+			results[i] = r
+		}
+		return true
+	})
+	return results
+}
+
+// Preview is the first request Deliver would send for batch, signed as it would be now, shown as
+// a failure's sample shows it: webhook-signature and other credentials REDACTED, the URL's
+// userinfo and query values REDACTED, the body cut to trackapi.SampleBodyLimit. A batch larger
+// than MaxBodyBytes would go in several requests; only the first is shown. Envelopes Deliver would
+// refuse (invalid_event, too_large) are left out of it as Deliver leaves them out; when every one
+// would be refused, or no secret is current, the error is the one Deliver would report.
+func (s *Sink) Preview(batch []trackapi.Envelope) (trackapi.SampleRequest, error) {
+	results := make([]trackapi.DeliveryResult, len(batch))
+	var (
+		shown trackapi.SampleRequest
+		err   error
+		built bool
+	)
+	s.split(batch, results, func(idx []int, body []byte) bool {
+		built = true
+		req, _, rerr := s.newRequest(context.Background(), messageID(batch, idx), body)
+		if rerr != nil {
+			err = rerr
+			return false
+		}
+		shown = s.sampleRequest(req.Header, body)
+		return false // the first request only
+	})
+	if !built {
+		for _, r := range results {
+			if r.Err != nil {
+				return trackapi.SampleRequest{}, r.Err
+			}
+		}
+		return trackapi.SampleRequest{}, errors.New("webhook: preview: the batch is empty, no request would be sent")
+	}
+	if err != nil {
+		return trackapi.SampleRequest{}, err
+	}
+	return shown, nil
+}
+
+// split encodes batch into request bodies as Deliver sends them, so that Deliver and Preview
+// cannot differ: it calls send with each body and the indexes of its envelopes, in order, until
+// send returns false. An envelope that cannot go gets its refusal in results and is in no body.
+// Each body is a buffer of its own, which send may keep.
+func (s *Sink) split(batch []trackapi.Envelope, results []trackapi.DeliveryResult, send func(idx []int, body []byte) bool) {
 	var (
 		idx  []int // the envelopes of the request being built
 		body = bytes.NewBufferString(bodyPrefix)
 	)
-	flush := func() {
+	flush := func() bool {
 		if len(idx) == 0 {
-			return
+			return true
 		}
 		body.WriteString(bodySuffix)
-		r := s.post(ctx, messageID(batch, idx), body.Bytes(), len(idx))
-		for _, i := range idx {
-			results[i] = r
-		}
+		more := send(idx, body.Bytes())
 		idx = idx[:0]
 		body = bytes.NewBufferString(bodyPrefix)
+		return more
 	}
 	for i, e := range batch {
 		enc, err := encodeEnvelope(e)
@@ -213,7 +268,9 @@ func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackap
 			continue
 		}
 		if len(idx) > 0 && body.Len()+1+len(enc)+len(bodySuffix) > MaxBodyBytes {
-			flush()
+			if !flush() {
+				return
+			}
 		}
 		if len(idx) > 0 {
 			body.WriteByte(',')
@@ -222,7 +279,6 @@ func (s *Sink) Deliver(ctx context.Context, batch []trackapi.Envelope) []trackap
 		idx = append(idx, i)
 	}
 	flush()
-	return results
 }
 
 // Close closes the idle connections. Deliver must not be called after it.
@@ -251,10 +307,10 @@ func messageID(batch []trackapi.Envelope, idx []int) string {
 	return "msg_" + hex.EncodeToString(h.Sum(nil))
 }
 
-// post sends one request of n envelopes and classifies its outcome.
-func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) trackapi.DeliveryResult {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+// newRequest is the signed request of one body, with every header the receiver gets from the
+// sink: post sends it, Preview shows it. It fails with the reason of the result when there is
+// nothing to send, returning the request built so far (nil if none) for the sample.
+func (s *Sink) newRequest(ctx context.Context, msgID string, body []byte) (req *http.Request, reason string, err error) {
 	now := s.now()
 	ts := strconv.FormatInt(now.Unix(), 10)
 	var sigs []string
@@ -263,9 +319,9 @@ func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) track
 			sigs = append(sigs, signature(sec.key, msgID, ts, body))
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
 	if err != nil { // the URL was parsed at New: a bug
-		return s.failed(true, "network", fmt.Errorf("webhook: POST %s: %w", s.shownURL, err), nil, body, nil, n)
+		return nil, "network", fmt.Errorf("webhook: POST %s: %w", s.shownURL, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "trackapi-webhook")
@@ -274,10 +330,24 @@ func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) track
 	if len(sigs) == 0 {
 		// Every secret has expired: sending unsigned would be refused by a receiver that
 		// verifies, and accepted by one that does not, neither of which is right.
-		return s.failed(true, "no_signing_secret",
-			fmt.Errorf("webhook: POST %s: every signing secret has expired", s.shownURL), req.Header, body, nil, n)
+		return req, "no_signing_secret", fmt.Errorf("webhook: POST %s: every signing secret has expired", s.shownURL)
 	}
 	req.Header.Set(HeaderSignature, strings.Join(sigs, " "))
+	return req, "", nil
+}
+
+// post sends one request of n envelopes and classifies its outcome.
+func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) trackapi.DeliveryResult {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, reason, err := s.newRequest(ctx, msgID, body)
+	if err != nil {
+		var h http.Header
+		if req != nil {
+			h = req.Header
+		}
+		return s.failed(true, reason, err, h, body, nil, n)
+	}
 
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -302,7 +372,7 @@ func (s *Sink) post(ctx context.Context, msgID string, body []byte, n int) track
 	if ok {
 		return trackapi.DeliveryResult{}
 	}
-	reason := "http_" + strconv.Itoa(resp.StatusCode)
+	reason = "http_" + strconv.Itoa(resp.StatusCode)
 	// 3xx (not followed) and 4xx are refusals that a retry would meet again; 408, 429 and 5xx
 	// say "later".
 	permanent, retryAfter := true, time.Duration(0)
