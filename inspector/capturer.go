@@ -38,8 +38,9 @@ const (
 	DefaultBatchSize      = 256
 	DefaultFlushEvery     = 200 * time.Millisecond
 	DefaultQualityEvery   = time.Second
-	// shutdownTimeout bounds the last write when Run stops.
+	// shutdownTimeout bounds the last writes when Run stops, and writeTimeout one write before.
 	shutdownTimeout = 10 * time.Second
+	writeTimeout    = 30 * time.Second
 	// retryPause is how long the writer waits after a write failed for a reason that may pass,
 	// before trying the same batch again.
 	retryPause = time.Second
@@ -268,11 +269,13 @@ func (c *Capturer) drop(reason string, n int) {
 
 // Run is the writer: it writes the queued entries in batches and the counts every QualityEvery,
 // until ctx ends; then it writes what is queued and counted (for at most 10 s) and returns. Run
-// it once. A write that fails for a reason that may pass (the store is unavailable) is tried
-// again after a pause, meanwhile entries queue up and are dropped when the queue is full; one
-// that fails for good drops its entries (counted, logged) but keeps its counts for the next try.
+// it once. The end of ctx does not cut a write short. A write that fails for a reason that may
+// pass (the store is unavailable, or too slow) is tried again after a pause, meanwhile entries
+// queue up and are dropped when the queue is full; one that fails for good drops its entries
+// (counted, logged) but keeps its counts for the next try.
 func (c *Capturer) Run(ctx context.Context) error {
-	w := writer{c: c, pending: newPendingQuality(), batch: make([]*record, 0, c.cfg.BatchSize), lastQuality: time.Now()}
+	w := writer{c: c, ctx: context.WithoutCancel(ctx), pending: newPendingQuality(),
+		batch: make([]*record, 0, c.cfg.BatchSize), lastQuality: time.Now()}
 	ticker := time.NewTicker(c.cfg.FlushEvery)
 	defer ticker.Stop()
 	for {
@@ -284,14 +287,15 @@ func (c *Capturer) Run(ctx context.Context) error {
 		case r := <-queue:
 			w.batch = append(w.batch, r)
 			if len(w.batch) >= c.cfg.BatchSize {
-				w.write(ctx, false)
+				w.write(false)
 			}
 		case <-ticker.C:
-			w.write(ctx, false)
+			w.write(false)
 		case <-ctx.Done():
-			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+			var cancel context.CancelFunc
+			w.ctx, cancel = context.WithTimeout(w.ctx, shutdownTimeout)
 			defer cancel()
-			w.drain(last)
+			w.drain()
 			return nil
 		}
 	}
@@ -300,6 +304,7 @@ func (c *Capturer) Run(ctx context.Context) error {
 // writer is Run's state.
 type writer struct {
 	c           *Capturer
+	ctx         context.Context // of the writes: Run's, without its end
 	batch       []*record
 	pending     pendingQuality // counts taken from the shards, not written yet
 	lastQuality time.Time
@@ -309,7 +314,7 @@ type writer struct {
 
 // write writes the batch, with the counts when they are due (or when final), unless a failed
 // write asked for a pause.
-func (w *writer) write(ctx context.Context, final bool) {
+func (w *writer) write(final bool) {
 	now := time.Now()
 	if !final && now.Before(w.retryAt) {
 		return
@@ -332,7 +337,9 @@ func (w *writer) write(ctx context.Context, final bool) {
 	if qualityDue {
 		report = w.pending.report()
 	}
+	ctx, cancel := context.WithTimeout(w.ctx, writeTimeout)
 	err := w.c.store.AddInspectorEntries(ctx, entries, report)
+	cancel()
 	switch {
 	case err == nil:
 		w.c.queuedBytes.Add(-size)
@@ -349,7 +356,7 @@ func (w *writer) write(ctx context.Context, final bool) {
 			w.c.log.Info("inspector entries are written again")
 		}
 		return
-	case errors.Is(err, trackapi.ErrUnavailable) && !final:
+	case (errors.Is(err, trackapi.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)) && !final:
 		w.retryAt = now.Add(retryPause)
 	default:
 		// A permanent failure (or the last try): these entries cannot be written.
@@ -369,20 +376,20 @@ func (w *writer) write(ctx context.Context, final bool) {
 }
 
 // drain writes everything still queued and counted, at shutdown.
-func (w *writer) drain(ctx context.Context) {
+func (w *writer) drain() {
 	for {
 		select {
 		case r := <-w.c.queue:
 			w.batch = append(w.batch, r)
 			if len(w.batch) >= w.c.cfg.BatchSize {
-				w.write(ctx, true)
+				w.write(true)
 			}
 			continue
 		default:
 		}
 		break
 	}
-	w.write(ctx, true)
+	w.write(true)
 }
 
 // prepared is the entry as stored: the client address masked, and the body as valid JSON with
