@@ -8,7 +8,9 @@
 //  4. trackapi.EventStore.StoreEvents (StoreEventOutcomes when the store is a
 //     trackapi.OutcomeStore, which tells a reused event id), which returns once the events are
 //     synced to disk;
-//  5. the answer, whose size answer.go bounds.
+//  5. the answer, whose size answer.go bounds;
+//  6. the Inspector, when there is one, is told what became of the request and each of its
+//     events, refused and unauthenticated requests included (inspect.go).
 //
 // It knows nothing of HTTP or Echo; server/ adapts it to the generated Echo interface.
 package ingest
@@ -43,16 +45,20 @@ type Config struct {
 	// Logger gets a line (info) for each event whose id was already stored for a different
 	// event; nil: slog.Default().
 	Logger *slog.Logger
+	// Inspector, when set, is told what became of every request and its events (see
+	// Inspector); nil: the inspector is off.
+	Inspector Inspector
 }
 
 // Collector applies the event rules to collect requests. It is safe for concurrent use.
 type Collector struct {
-	store    trackapi.EventStore
-	outcomes trackapi.OutcomeStore // store, when it tells reused ids from plain duplicates
-	sources  Authenticator
-	events   *eventProcessor
-	now      func() time.Time
-	log      *slog.Logger
+	store     trackapi.EventStore
+	outcomes  trackapi.OutcomeStore // store, when it tells reused ids from plain duplicates
+	sources   Authenticator
+	events    *eventProcessor
+	now       func() time.Time
+	log       *slog.Logger
+	inspector Inspector // nil: off
 }
 
 // New builds a Collector; it fails only when the embedded spec's Event schema is unusable.
@@ -71,7 +77,8 @@ func New(cfg Config) (*Collector, error) {
 		cfg.Logger = slog.Default()
 	}
 	outcomes, _ := cfg.Store.(trackapi.OutcomeStore)
-	return &Collector{store: cfg.Store, outcomes: outcomes, sources: cfg.Sources, events: events, now: cfg.Now, log: cfg.Logger}, nil
+	return &Collector{store: cfg.Store, outcomes: outcomes, sources: cfg.Sources, events: events, now: cfg.Now, log: cfg.Logger,
+		inspector: cfg.Inspector}, nil
 }
 
 // Request is one collect request as the event rules see it.
@@ -80,6 +87,9 @@ type Request struct {
 	Site  string // tc_s; empty when not sent
 	Key   string // the source key, from ?token= or the Bearer header; empty when not sent
 	Body  []byte // the whole body, decompressed, within its endpoint's limit
+	// ClientIP is the client address as the HTTP layer found it, for the inspector (which masks
+	// it); empty when unknown.
+	ClientIP string
 }
 
 // Collect applies the rules to one request and returns the 200 body once the accepted events
@@ -94,13 +104,22 @@ func (c *Collector) Collect(ctx context.Context, req Request) (gen.CollectResult
 		split = splitBatch
 	}
 	if refusal := checkJSON(req.Body); refusal != nil {
-		return gen.CollectResult{}, refusal
+		return gen.CollectResult{}, c.refused(ctx, req, refusal)
 	}
 	raws, refusal := split(req.Body)
 	if refusal != nil {
-		return gen.CollectResult{}, refusal
+		return gen.CollectResult{}, c.refused(ctx, req, refusal)
 	}
 	return c.collect(ctx, req, raws)
+}
+
+// refused tells the Inspector, when there is one, about a refused request, and returns the
+// refusal.
+func (c *Collector) refused(ctx context.Context, req Request, refusal *Refusal) error {
+	if c.inspector != nil {
+		c.inspectRefusal(ctx, req, refusal)
+	}
+	return refusal
 }
 
 // collect authenticates, processes and stores the events of a usable request, and answers
@@ -119,6 +138,9 @@ func (c *Collector) collect(ctx context.Context, req Request, raws []json.RawMes
 		a.addRun(&a.errors, 0, len(raws), invalidSource)
 		a.fill(&result)
 		result.Rejected = len(raws)
+		if c.inspector != nil {
+			c.inspectUnauthenticated(req, receivedAt, auth, raws)
+		}
 		return result, nil
 	}
 
@@ -127,6 +149,7 @@ func (c *Collector) collect(ctx context.Context, req Request, raws []json.RawMes
 	hashes := make([]byte, bodyHashBytes*len(raws)) // one allocation for the request's hashes
 	for i, raw := range raws {
 		p := c.events.process(raw, req.Batch, receivedAt)
+		outcomes[i].eventName, outcomes[i].testCode = p.eventName, p.testCode
 		if p.rejected != nil {
 			outcomes[i].rejected = p.rejected
 			result.Rejected++
@@ -166,6 +189,9 @@ func (c *Collector) collect(ctx context.Context, req Request, raws []json.RawMes
 	if len(reused) > 0 {
 		c.logReused(auth, toStore, reused)
 	}
+	if c.inspector != nil {
+		c.inspectOutcomes(req, receivedAt, auth, raws, outcomes, toStore, stored)
+	}
 	return result, nil
 }
 
@@ -174,6 +200,8 @@ type eventOutcome struct {
 	rejected *trackapi.Problem  // nil when the event went to the store
 	warnings []trackapi.Problem // of an event that went to the store
 	stored   int                // its index in the events given to the store
+	// eventName and testCode are the event's, for the Inspector.
+	eventName, testCode string
 }
 
 // listProblems lists the request's problems, in the order of the events: each event's rejection or

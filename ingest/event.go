@@ -72,8 +72,11 @@ type processedEvent struct {
 	body      []byte
 	eventID   string
 	eventName string
-	warnings  []trackapi.Problem
-	rejected  *trackapi.Problem
+	// testCode is the event's top-level test_code when it is a non-empty string, for the
+	// inspector (also for a rejected event).
+	testCode string
+	warnings []trackapi.Problem
+	rejected *trackapi.Problem
 }
 
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
@@ -91,16 +94,17 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
+	testCode := stringMember(members, "test_code")
 	event, tooDeep, knownSize := p.decodeKnown(members)
 	name, ok := event["event_name"].(string)
 	if !ok {
-		return processedEvent{rejected: &trackapi.Problem{
+		return processedEvent{testCode: testCode, rejected: &trackapi.Problem{
 			Code: string(gen.MissingEventName), Path: "/event_name",
 			Message: "event_name is missing or not a string; the event was not stored",
 		}}
 	}
 
-	out := processedEvent{eventName: name}
+	out := processedEvent{eventName: name, testCode: testCode}
 	contextChanged, timestampMoved := false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})

@@ -38,6 +38,8 @@ type Metrics struct {
 	bodyBudgetHeld prometheus.Gauge
 	connections    prometheus.Gauge
 	connPressure   prometheus.Gauge
+
+	inspectorDropped *prometheus.CounterVec
 }
 
 // New makes the collectors and registers them, with the Go runtime and process collectors, on a
@@ -123,11 +125,15 @@ func New() *Metrics {
 		Name: "trackapi_http_connection_pressure",
 		Help: "1 while open connections are near the cap (idle ones are closed, keep-alives off), else 0.",
 	})
+	m.inspectorDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trackapi_inspector_dropped_total",
+		Help: "Inspector entries dropped (the events themselves are stored): queue_full when the writer's queue had no room (the collect path never waits for it), store_failed when the store refused them.",
+	}, []string{"reason"})
 	m.authOK = m.auths.WithLabelValues("ok")
 	m.registry.MustRegister(m.requests, m.events, m.requestSeconds, m.bodyBytes, m.commitSeconds,
 		m.groupRequests, m.groupEvents, m.auths, m.keyLookups,
 		m.deliveries, m.lagEvents, m.lagSeconds, m.retryRows, m.circuitOpen, m.retentionGone,
-		m.bodyBudgetHeld, m.connections, m.connPressure,
+		m.bodyBudgetHeld, m.connections, m.connPressure, m.inspectorDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -241,4 +247,10 @@ func (m *Metrics) ObserveConnections(open int, pressure bool) {
 		p = 1
 	}
 	m.connPressure.Set(p)
+}
+
+// ObserveInspectorDropped counts inspector entries dropped for reason; its signature is the
+// inspector capturer's OnDrop hook.
+func (m *Metrics) ObserveInspectorDropped(reason string, n int) {
+	m.inspectorDropped.WithLabelValues(reason).Add(float64(n))
 }

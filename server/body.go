@@ -37,7 +37,8 @@ const (
 // nothing was read) holds the body's bytes until the caller closes it, once the request is
 // answered. Its errors: an
 // *ingest.Refusal (400), errOverloaded (503: no room in the budget in time), or the request
-// context's error (the client went away while the body waited for room).
+// context's error (the client went away while the body waited for room). With the refusal of a
+// body that is not gzip, it returns what was read of it (maybe nothing), for the inspector.
 //
 // A declared Content-Length over the limit is refused before anything is read. Neither a lying
 // nor a missing Content-Length (chunked bodies) lets a client make the server hold more than the
@@ -72,10 +73,16 @@ func (s *Server) readBody(c echo.Context, limit int64) ([]byte, *claim, error) {
 	if err != nil {
 		// What is left of the body is not wanted, if it ever comes: close rather than read it.
 		c.Response().Header().Set("Connection", "close")
-		return nil, cl, bodyReadError(err, s.bodyIdle)
+		if encoding == "gzip" {
+			body = nil // compressed bytes say nothing to a reader
+		}
+		return body, cl, bodyReadError(err, s.bodyIdle)
 	}
 	if int64(len(body)) > limit {
-		return nil, cl, ingest.Refuse(gen.ErrorCodePayloadTooLarge, "request body is larger than %d bytes", limit)
+		if encoding == "gzip" {
+			body = nil
+		}
+		return body, cl, ingest.Refuse(gen.ErrorCodePayloadTooLarge, "request body is larger than %d bytes", limit)
 	}
 	cl.lower(int64(cap(body)) + limit + 1)
 	if encoding != "gzip" {

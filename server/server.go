@@ -195,18 +195,21 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	// Memory is bounded while the body is read: it holds of the budget what has arrived, and
 	// waits (at most BodyWait) when that would leave the requests in flight unable to finish.
 	req := c.Request()
+	collect := ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, ClientIP: c.RealIP()}
 	body, held, err := s.readBody(c, ep.bodyLimit)
 	defer held.close()
-	observed.BodyBytes = len(body)
 	if err != nil {
-		return s.bodyFailed(c, err, &observed)
+		collect.Body = body // what was read, if anything, for the inspector
+		return s.bodyFailed(c, err, collect, &observed)
 	}
+	observed.BodyBytes = len(body)
+	collect.Body = body
 	// From here the request is the server's to finish: a client that hangs up (or half-closes its
 	// side after sending) cancels the request's context, but events handed to the store are
 	// committed, and answered, whatever the client does next; only the server's own bound ends it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), s.storeTimeout)
 	defer cancel()
-	result, err := s.collector.Collect(ctx, ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, Body: body})
+	result, err := s.collector.Collect(ctx, collect)
 	if err != nil {
 		return s.failed(c, err, &observed)
 	}
@@ -220,18 +223,31 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 
 // bodyFailed answers a request whose body could not be read: a 400 for a refusal, a 503 when the
 // budget had no room in time, or, when the client went away while waiting for room, a 400 nobody
-// reads.
-func (s *Server) bodyFailed(c echo.Context, err error, observed *metrics.Request) error {
+// reads. The inspector is told about the 400s (req.Body is what was read of the body, if
+// anything); the collector tells it about the refusals made after the body was read.
+func (s *Server) bodyFailed(c echo.Context, err error, req ingest.Request, observed *metrics.Request) error {
 	var refusal *ingest.Refusal
 	switch {
 	case errors.As(err, &refusal):
-		return s.refused(c, refusal, observed)
 	case errors.Is(err, errOverloaded):
 		observed.Status, observed.Outcome = http.StatusServiceUnavailable, "overloaded"
 		return s.overloaded(c, err)
 	default: // the request's context ended: the connection is gone
-		return s.refused(c, ingest.Refuse(gen.ErrorCodeInvalidJson, "the connection ended before the request body was read"), observed)
+		refusal = ingest.Refuse(gen.ErrorCodeInvalidJson, "the connection ended before the request body was read")
 	}
+	s.inspectRefusal(c, req, refusal)
+	return s.refused(c, refusal, observed)
+}
+
+// inspectRefusalTimeout bounds the check of a refused request's credentials for the inspector
+// (an in-memory lookup, or one query for a key not seen lately), which may outlive the client.
+const inspectRefusalTimeout = time.Second
+
+// inspectRefusal tells the collector's inspector about a request the HTTP layer refused.
+func (s *Server) inspectRefusal(c echo.Context, req ingest.Request, refusal *ingest.Refusal) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), inspectRefusalTimeout)
+	defer cancel()
+	s.collector.InspectRefusal(ctx, req, refusal)
 }
 
 // failed answers a request the collector could not complete, by the class of its error.
@@ -304,8 +320,10 @@ func (s *Server) renderError(err error, c echo.Context) {
 	switch status {
 	case http.StatusBadRequest:
 		code = gen.ErrorCodeInvalidPayload // e.g. a parameter or header given more than once
+		s.inspectEchoRefusal(c, code, message)
 	case http.StatusRequestEntityTooLarge:
 		status, code = http.StatusBadRequest, gen.ErrorCodePayloadTooLarge
+		s.inspectEchoRefusal(c, code, message)
 	case http.StatusNotFound:
 		code = "not_found"
 	case http.StatusMethodNotAllowed:
@@ -316,6 +334,28 @@ func (s *Server) renderError(err error, c echo.Context) {
 	if err := c.JSON(status, gen.Error{Code: code, Message: message}); err != nil {
 		s.log.Debug("writing an error response failed", "err", err)
 	}
+}
+
+// inspectEchoRefusal tells the inspector about a 400 that Echo made for a collect request before
+// its handler ran (a parameter given twice, say). Its site and key are read as the handlers read
+// them (the first value of each); nothing of the body was read.
+func (s *Server) inspectEchoRefusal(c echo.Context, code gen.ErrorCode, message string) {
+	req := c.Request()
+	var batch bool
+	switch req.URL.Path {
+	case "/events", "/events/":
+	case "/events/batch":
+		batch = true
+	default:
+		return
+	}
+	if req.Method != http.MethodPost {
+		return
+	}
+	token, authorization := req.URL.Query().Get("token"), req.Header.Get("Authorization")
+	s.inspectRefusal(c, ingest.Request{
+		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, &authorization), ClientIP: c.RealIP(),
+	}, ingest.Refuse(code, "%s", message))
 }
 
 // logReasonKey is where a handler leaves, for the request's log line, why it refused a request.

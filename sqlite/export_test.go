@@ -41,6 +41,14 @@ func ReadEventsPlan(t testing.TB, d *DB, after int64, filter trackapi.EventFilte
 	return Plan(t, d, query, args...)
 }
 
+// InspectorEntriesPlan returns the detail column of EXPLAIN QUERY PLAN for the query
+// InspectorEntries (or, when ascending, InspectorEntriesAfter) runs.
+func InspectorEntriesPlan(t testing.TB, d *DB, f trackapi.InspectorFilter, cursor int64, ascending bool) []string {
+	t.Helper()
+	query, args := inspectorQuery(f, cursor, ascending, 10)
+	return Plan(t, d, query, args...)
+}
+
 // DueRetriesPlan returns the detail column of EXPLAIN QUERY PLAN for the query DueRetries runs.
 func DueRetriesPlan(t testing.TB, d *DB) []string {
 	t.Helper()

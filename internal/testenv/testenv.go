@@ -41,6 +41,9 @@ type Options struct {
 	// Events, when set, replaces the SQLite store on the collect path (for benchmarks that
 	// measure without storage); sources stay in SQLite.
 	Events trackapi.EventStore
+	// Inspector, when set, makes the collector's inspector over the server's store (as `trackapi
+	// serve` gives it an inspector.Capturer); nil: the inspector is off.
+	Inspector func(db *sqlite.DB) ingest.Inspector
 }
 
 // Server is one running server and what tests look at.
@@ -131,7 +134,11 @@ func Open(opts Options) (*Server, error) {
 	if events == nil {
 		events = db
 	}
-	collector, err := ingest.New(ingest.Config{Store: events, Sources: keys, Logger: opts.Logger})
+	var inspector ingest.Inspector
+	if opts.Inspector != nil {
+		inspector = opts.Inspector(db)
+	}
+	collector, err := ingest.New(ingest.Config{Store: events, Sources: keys, Logger: opts.Logger, Inspector: inspector})
 	if err != nil {
 		return fail(err)
 	}
