@@ -327,14 +327,14 @@ func TestDestinations(t *testing.T) {
 	consent := "1"
 	names := []string{"purchase"}
 	created, err := e.API.CreateDestinationWithResponse(c, adminapi.CreateDestinationJSONRequestBody{
-		Name: "hook", Type: adminapi.DestinationTypeWebhook, Url: &url, AllowPrivate: &allow, ConsentCategory: &consent,
+		Name: "hook", Type: adminapi.Webhook, Url: &url, AllowPrivate: &allow, ConsentCategory: &consent,
 		Filter: &adminapi.DestinationFilter{EventNames: &names}})
 	if err != nil || created.JSON201 == nil {
 		t.Fatalf("create: %v %s", err, created.Body)
 	}
 	d := created.JSON201.Destination
 	secret := created.JSON201.SigningSecret
-	if secret == nil || !strings.HasPrefix(*secret, "whsec_") || d.Status != adminapi.DestinationStatusActive || d.BatchSize != 100 {
+	if secret == nil || !strings.HasPrefix(*secret, "whsec_") || d.Status != adminapi.Active || d.BatchSize != 100 {
 		t.Fatalf("created %s", created.Body)
 	}
 	got, _ := e.ReadAPI.GetDestinationWithResponse(c, d.Id)
@@ -345,7 +345,7 @@ func TestDestinations(t *testing.T) {
 		t.Errorf("filter %s", got.Body)
 	}
 
-	paused := adminapi.DestinationStatusPaused
+	paused := adminapi.Paused
 	p, _ := e.API.UpdateDestinationWithResponse(c, d.Id, adminapi.UpdateDestinationJSONRequestBody{Status: &paused})
 	if p.JSON200 == nil || p.JSON200.Status != paused {
 		t.Fatalf("pause: %s", p.Body)
@@ -354,7 +354,7 @@ func TestDestinations(t *testing.T) {
 	if err != nil || stored.Status != trackapi.DestinationPaused || stored.Config.URL != url {
 		t.Errorf("stored after pause: %+v %v", stored, err)
 	}
-	kafka := adminapi.DestinationTypeKafka
+	kafka := adminapi.Kafka
 	if r, _ := e.API.UpdateDestinationWithResponse(c, d.Id, adminapi.UpdateDestinationJSONRequestBody{Type: &kafka}); r.JSON400 == nil {
 		t.Errorf("changing the type: %d %s, want 400", r.StatusCode(), r.Body)
 	}
@@ -397,7 +397,7 @@ func TestDestinations(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	fileDest, _ := e.API.CreateDestinationWithResponse(c, adminapi.CreateDestinationJSONRequestBody{Name: "files", Type: adminapi.DestinationTypeFile, Path: &dir})
+	fileDest, _ := e.API.CreateDestinationWithResponse(c, adminapi.CreateDestinationJSONRequestBody{Name: "files", Type: adminapi.File, Path: &dir})
 	if fileDest.JSON201 == nil || fileDest.JSON201.SigningSecret != nil {
 		t.Fatalf("file destination: %s", fileDest.Body)
 	}
@@ -416,7 +416,7 @@ func TestDestinations(t *testing.T) {
 	}
 	// A private address without allow_private is refused, naming the setting.
 	private := hook.URL
-	r, _ := e.API.CreateDestinationWithResponse(c, adminapi.CreateDestinationJSONRequestBody{Name: "p", Type: adminapi.DestinationTypeWebhook, Url: &private})
+	r, _ := e.API.CreateDestinationWithResponse(c, adminapi.CreateDestinationJSONRequestBody{Name: "p", Type: adminapi.Webhook, Url: &private})
 	if r.JSON400 == nil || !strings.Contains(r.JSON400.Message, "allow_private") {
 		t.Errorf("private target: %d %s", r.StatusCode(), r.Body)
 	}

@@ -43,7 +43,9 @@ func tokenFromContext(ctx context.Context) (trackapi.AdminToken, bool) {
 }
 
 // tokenOf returns the authenticated token of an Echo request.
-func tokenOf(c echo.Context) (trackapi.AdminToken, bool) { return tokenFromContext(c.Request().Context()) }
+func tokenOf(c echo.Context) (trackapi.AdminToken, bool) {
+	return tokenFromContext(c.Request().Context())
+}
 
 // setToken keeps the authenticated token with the request.
 func setToken(c echo.Context, t trackapi.AdminToken) {

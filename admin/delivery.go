@@ -18,7 +18,7 @@ func (s *Server) GetDeliveryStats(ctx context.Context, req adminapi.GetDeliveryS
 	if _, err := s.cfg.Store.Destination(ctx, req.DestinationId); err != nil {
 		return nil, err
 	}
-	granularity := adminapi.Hour
+	granularity := adminapi.DeliveryStatsGranularityHour
 	if req.Params.Granularity != nil {
 		granularity = adminapi.DeliveryStatsGranularity(*req.Params.Granularity)
 	}
@@ -62,9 +62,9 @@ func (s *Server) GetDeliveryStats(ctx context.Context, req adminapi.GetDeliveryS
 func bucketOf(minute time.Time, g adminapi.DeliveryStatsGranularity) time.Time {
 	minute = minute.UTC()
 	switch g {
-	case adminapi.Minute:
+	case adminapi.DeliveryStatsGranularityMinute:
 		return minute.Truncate(time.Minute)
-	case adminapi.Day:
+	case adminapi.DeliveryStatsGranularityDay:
 		return time.Date(minute.Year(), minute.Month(), minute.Day(), 0, 0, 0, 0, time.UTC)
 	}
 	return minute.Truncate(time.Hour)

@@ -47,7 +47,11 @@ func (s *Server) ListDestinations(ctx context.Context, req adminapi.ListDestinat
 // webhook gets a signing secret, shown in this answer only.
 func (s *Server) CreateDestination(ctx context.Context, req adminapi.CreateDestinationRequestObject) (adminapi.CreateDestinationResponseObject, error) {
 	d := trackapi.Destination{Type: string(req.Body.Type), Status: trackapi.DestinationActive}
-	if err := applyFields(&d, adminapi.DestinationFields(*req.Body)); err != nil {
+	b := req.Body
+	typ := adminapi.DestinationType(b.Type)
+	if err := applyFields(&d, adminapi.DestinationFields{Name: &b.Name, Type: &typ, Status: b.Status, Url: b.Url,
+		AllowPrivate: b.AllowPrivate, Site: b.Site, Token: b.Token, Brokers: b.Brokers, Topic: b.Topic, Path: b.Path,
+		Sources: b.Sources, ConsentCategory: b.ConsentCategory, Filter: b.Filter, BatchSize: b.BatchSize}); err != nil {
 		return nil, err
 	}
 	var secret string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
-	"time"
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen/adminapi"

@@ -122,7 +122,7 @@ func (s *Server) Handler() (*echo.Echo, error) {
 		DoNotValidateServers: true,
 		Options: openapi3filter.Options{
 			AuthenticationFunc: s.authenticate,
-			MultiError: false,
+			MultiError:         false,
 		},
 		// Only the config API's own routes are validated; the operations API and the spec are not
 		// in admin.yaml's security.

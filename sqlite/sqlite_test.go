@@ -23,7 +23,7 @@ import (
 )
 
 // schemaVersion is the number of files in migrations/.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // commits records what Options.OnCommit reports.
 type commits struct {
