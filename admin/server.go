@@ -63,6 +63,8 @@ type Config struct {
 	Operations ops.ServerInterface
 	// DeliveryTimeout bounds a destination test's attempt (0: 10 s).
 	DeliveryTimeout time.Duration
+	// StreamHeartbeat is how often an idle live stream gets a comment line (0: 15 s).
+	StreamHeartbeat time.Duration
 	Logger          *slog.Logger     // nil: slog.Default()
 	Now             func() time.Time // nil: time.Now
 }
@@ -92,6 +94,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.DeliveryTimeout <= 0 {
 		cfg.DeliveryTimeout = 10 * time.Second
+	}
+	if cfg.StreamHeartbeat <= 0 {
+		cfg.StreamHeartbeat = defaultHeartbeat
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, streams: newStreamLimiter(maxStreamsPerToken),
 		shutdown: make(chan struct{})}, nil

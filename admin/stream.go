@@ -18,9 +18,9 @@ const (
 	// maxStreamsPerToken bounds the streams one token holds open: each holds a connection and
 	// polls the store when woken, so that one caller cannot take the admin listener.
 	maxStreamsPerToken = 10
-	// heartbeatEvery is how often a comment line goes out on an idle stream, so that proxies and
+	// defaultHeartbeat is how often a comment line goes out on an idle stream, so that proxies and
 	// clients see a live connection.
-	heartbeatEvery = 15 * time.Second
+	defaultHeartbeat = 15 * time.Second
 	// streamWriteTimeout bounds each write of a stream: a client that stops reading is dropped
 	// after it, whatever the server's write timeout (which the stream clears, as it would cut every
 	// stream after a few seconds).
@@ -154,14 +154,14 @@ func (st *inspectorStream) VisitStreamInspectorEventsResponse(w http.ResponseWri
 		// Wait for a write of entries, the next heartbeat, the next poll or the end; then read no
 		// sooner than streamMinGap after the last read, so that a flood of entries the filter
 		// leaves out costs a few reads a second, not one per write.
-		wait := min(streamPoll, time.Until(lastWrite.Add(heartbeatEvery)))
+		wait := min(streamPoll, time.Until(lastWrite.Add(st.s.cfg.StreamHeartbeat)))
 		if err := st.waitForEntries(wait); err != nil {
 			if st.ended() {
 				_ = write([]byte(": the server is shutting down; reconnect with Last-Event-ID\n\n"))
 			}
 			return nil
 		}
-		if time.Since(lastWrite) >= heartbeatEvery {
+		if time.Since(lastWrite) >= st.s.cfg.StreamHeartbeat {
 			if err := write([]byte(": keep-alive\n\n")); err != nil {
 				return nil
 			}
