@@ -8,6 +8,7 @@ OASDIFF       := $(TOOLS)/bin/oasdiff
 SPECTRAL      := $(TOOLS)/node_modules/.bin/spectral
 OAPI_CODEGEN  := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 UPSTREAM_SPEC := testdata/upstream/http_tracking_api_spec.yaml
+RELEASED_ADMIN := testdata/released/admin.yaml
 ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
@@ -57,10 +58,14 @@ fmt-check:
 lint: $(SPECTRAL)
 	$(SPECTRAL) lint openapi.yaml ops.yaml admin.yaml --ruleset .spectral.yaml --fail-severity error
 
-## breaking: openapi.yaml must not break clients of the vendor's spec
+## breaking: openapi.yaml must not break clients of the vendor's spec, and admin.yaml must not
+## break clients of the config API as last released (testdata/released/admin.yaml; a release
+## copies admin.yaml there)
 breaking: $(OASDIFF)
 	$(OASDIFF) breaking $(UPSTREAM_SPEC) openapi.yaml --fail-on ERR
 	@echo "oasdiff: no breaking change against the vendor's spec"
+	$(OASDIFF) breaking $(RELEASED_ADMIN) admin.yaml --fail-on ERR
+	@echo "oasdiff: no breaking change against the released config API ($(RELEASED_ADMIN))"
 
 vet:
 	$(GO) vet ./... ./testdata/upstream/
