@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/internal/credcache"
 )
 
 // DefaultTTL is how long a token works when its maker does not say: long enough not to be a
@@ -89,8 +90,8 @@ type Service struct {
 	opts  Options
 
 	cache    tokenCache
-	unknown  negativeCache
-	lastUsed lastUsedTracker
+	unknown  *credcache.Unknown
+	lastUsed *credcache.LastUsed
 }
 
 // New returns a Service over store.
@@ -118,8 +119,8 @@ func New(store trackapi.AdminTokenStore, opts Options) *Service {
 		log:      opts.Logger,
 		now:      opts.Now,
 		opts:     opts,
-		unknown:  negativeCache{ttl: opts.NegativeTTL, max: opts.NegativeEntries},
-		lastUsed: lastUsedTracker{every: opts.TouchEvery, pending: map[int64]time.Time{}, written: map[int64]time.Time{}},
+		unknown:  credcache.NewUnknown(opts.NegativeTTL, opts.NegativeEntries),
+		lastUsed: credcache.NewLastUsed(opts.TouchEvery, store.TouchAdminTokens, "admin tokens", opts.Logger),
 	}
 }
 
@@ -225,6 +226,6 @@ func Allows(token trackapi.AdminToken, scope trackapi.AdminScope) bool {
 // Close writes the last-used times not written yet. Last-used times are informative: a failure
 // here loses at most a minute of them.
 func (s *Service) Close(ctx context.Context) error {
-	s.lastUsed.wait()
-	return s.lastUsed.flush(ctx, s.store)
+	s.lastUsed.Wait()
+	return s.lastUsed.Flush(ctx)
 }

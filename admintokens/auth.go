@@ -39,14 +39,14 @@ func (s *Service) Authenticate(ctx context.Context, token string) (trackapi.Admi
 	unknown := fmt.Errorf("admin token %s: %w", trackapi.AdminTokenDisplay(token), ErrUnknown)
 	stored, found := s.cache.lookup(hash)
 	if !found {
-		if s.unknown.has(hash, now) {
+		if s.unknown.Has(hash, now) {
 			return trackapi.AdminToken{}, unknown
 		}
 		gen := s.cache.generation()
 		var err error
 		stored, err = s.store.AdminTokenByHash(ctx, hash)
 		if errors.Is(err, trackapi.ErrNotFound) {
-			s.unknown.add(hash, now)
+			s.unknown.Add(hash, now)
 			return trackapi.AdminToken{}, unknown
 		}
 		if err != nil {
@@ -67,7 +67,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (trackapi.Admi
 		return stored, fmt.Errorf("admin token %d (%s) expired at %s: %w",
 			stored.ID, stored.Prefix, stored.ExpiresAt.UTC().Format(time.RFC3339), ErrExpired)
 	}
-	s.lastUsed.used(stored.ID, now, s.store, s.log)
+	s.lastUsed.Used(stored.ID, now)
 	return stored, nil
 }
 
@@ -175,50 +175,4 @@ func (c *tokenCache) revoke(id int64, at time.Time) {
 			c.byHash[hash] = t
 		}
 	}
-}
-
-// negativeCache remembers token hashes the store does not know, for a short time and in bounded
-// number: when full, the oldest entry makes room.
-type negativeCache struct {
-	ttl time.Duration
-	max int
-
-	mu      sync.Mutex
-	expires map[string]time.Time
-	ring    []string // insertion order, for eviction
-	next    int
-}
-
-func (n *negativeCache) has(hash []byte, now time.Time) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	exp, ok := n.expires[string(hash)]
-	return ok && now.Before(exp)
-}
-
-func (n *negativeCache) add(hash []byte, now time.Time) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.expires == nil {
-		n.expires = make(map[string]time.Time)
-		n.ring = make([]string, n.max)
-	}
-	h := string(hash)
-	if _, ok := n.expires[h]; ok {
-		n.expires[h] = now.Add(n.ttl)
-		return
-	}
-	if old := n.ring[n.next]; old != "" {
-		delete(n.expires, old)
-	}
-	n.ring[n.next] = h
-	n.next = (n.next + 1) % n.max
-	n.expires[h] = now.Add(n.ttl)
-}
-
-// size is the number of tokens remembered as unknown, for tests of the bound.
-func (n *negativeCache) size() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.expires)
 }

@@ -63,7 +63,7 @@ func (s *Service) authenticate(ctx context.Context, site, key string) (Auth, err
 	hash := trackapi.HashKey(key)
 	entry, found := s.cache.lookup(hash)
 	if !found {
-		if s.unknown.has(hash, now) {
+		if s.unknown.Has(hash, now) {
 			return Auth{Reason: ReasonUnknownKey}, nil
 		}
 		var err error
@@ -72,7 +72,7 @@ func (s *Service) authenticate(ctx context.Context, site, key string) (Auth, err
 			s.opts.OnLookup(err == nil)
 		}
 		if errors.Is(err, trackapi.ErrNotFound) {
-			s.unknown.add(hash, now)
+			s.unknown.Add(hash, now)
 			return Auth{Reason: ReasonUnknownKey}, nil
 		}
 		if err != nil {
@@ -92,7 +92,7 @@ func (s *Service) authenticate(ctx context.Context, site, key string) (Auth, err
 		auth.Reason = ReasonSiteMismatch
 	default:
 		if sec := now.Unix(); entry.noted.Swap(sec) != sec {
-			s.lastUsed.used(entry.key.ID, now, s.store, s.log)
+			s.lastUsed.Used(entry.key.ID, now)
 		}
 	}
 	return auth, nil
@@ -206,50 +206,4 @@ func (c *keyCache) invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.loadedAt = time.Time{}
-}
-
-// negativeCache remembers key hashes the store does not know, for a short time and in bounded
-// number: when full, the oldest entry makes room.
-type negativeCache struct {
-	ttl time.Duration
-	max int
-
-	mu      sync.Mutex
-	expires map[string]time.Time
-	ring    []string // insertion order, for eviction
-	next    int
-}
-
-func (n *negativeCache) has(hash []byte, now time.Time) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	exp, ok := n.expires[string(hash)]
-	return ok && now.Before(exp)
-}
-
-func (n *negativeCache) add(hash []byte, now time.Time) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.expires == nil {
-		n.expires = make(map[string]time.Time)
-		n.ring = make([]string, n.max)
-	}
-	h := string(hash)
-	if _, ok := n.expires[h]; ok {
-		n.expires[h] = now.Add(n.ttl)
-		return
-	}
-	if old := n.ring[n.next]; old != "" {
-		delete(n.expires, old)
-	}
-	n.ring[n.next] = h
-	n.next = (n.next + 1) % n.max
-	n.expires[h] = now.Add(n.ttl)
-}
-
-// size is the number of keys remembered as unknown, for tests of the bound.
-func (n *negativeCache) size() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.expires)
 }

@@ -12,10 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/trackapi/trackapi"
+	"github.com/trackapi/trackapi/internal/credcache"
 )
 
 // DefaultRotationOverlap is how long the previous keys keep working after a rotation when the
@@ -52,8 +52,8 @@ type Service struct {
 	opts  Options
 
 	cache    keyCache
-	unknown  negativeCache
-	lastUsed lastUsedTracker
+	unknown  *credcache.Unknown
+	lastUsed *credcache.LastUsed
 }
 
 // New returns a Service over store.
@@ -87,8 +87,8 @@ func New(store trackapi.SourceStore, opts Options) *Service {
 		log:      opts.Logger,
 		now:      opts.Now,
 		opts:     opts,
-		unknown:  negativeCache{ttl: opts.NegativeTTL, max: opts.NegativeEntries},
-		lastUsed: lastUsedTracker{every: opts.TouchEvery, pending: map[int64]time.Time{}, written: map[int64]time.Time{}},
+		unknown:  credcache.NewUnknown(opts.NegativeTTL, opts.NegativeEntries),
+		lastUsed: credcache.NewLastUsed(opts.TouchEvery, store.TouchSourceKeys, "source keys", opts.Logger),
 	}
 }
 
@@ -195,8 +195,8 @@ func (s *Service) Keys(ctx context.Context, sourceID int64) ([]trackapi.SourceKe
 // Close writes the last-used times not written yet. Last-used times are informative: a failure
 // here loses at most a minute of them, never an event.
 func (s *Service) Close(ctx context.Context) error {
-	s.lastUsed.wait()
-	return s.lastUsed.flush(ctx, s.store)
+	s.lastUsed.Wait()
+	return s.lastUsed.Flush(ctx)
 }
 
 func (s *Service) newKey(sourceID int64) (string, trackapi.SourceKey) {
@@ -208,65 +208,3 @@ func (s *Service) newKey(sourceID int64) (string, trackapi.SourceKey) {
 		CreatedAt: s.now(),
 	}
 }
-
-// lastUsedTracker turns "this key was used" on every request into at most one write a key every
-// `every`. The write runs in the background, off the request's path.
-type lastUsedTracker struct {
-	every time.Duration
-
-	mu      sync.Mutex
-	pending map[int64]time.Time // used since the last write
-	written map[int64]time.Time // when each key's last-used time was last written
-	running sync.WaitGroup
-	busy    bool
-}
-
-// used records a use of key at now and starts a background write when one is due.
-func (t *lastUsedTracker) used(keyID int64, now time.Time, store trackapi.SourceStore, log *slog.Logger) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.pending[keyID] = now
-	if t.busy || now.Sub(t.written[keyID]) < t.every {
-		return
-	}
-	for id := range t.pending { // the write below carries every pending key
-		t.written[id] = now
-	}
-	t.busy = true
-	t.running.Add(1)
-	go func() {
-		defer t.running.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := t.flush(ctx, store); err != nil {
-			log.Warn("recording when source keys were last used failed; will try again", "err", err)
-		}
-		t.mu.Lock()
-		t.busy = false
-		t.mu.Unlock()
-	}()
-}
-
-// flush writes the pending last-used times.
-func (t *lastUsedTracker) flush(ctx context.Context, store trackapi.SourceStore) error {
-	t.mu.Lock()
-	batch := t.pending
-	t.pending = map[int64]time.Time{}
-	t.mu.Unlock()
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := store.TouchSourceKeys(ctx, batch); err != nil {
-		t.mu.Lock()
-		for id, at := range batch { // keep them for the next try, unless newer uses came in
-			if _, newer := t.pending[id]; !newer {
-				t.pending[id] = at
-			}
-		}
-		t.mu.Unlock()
-		return fmt.Errorf("touch source keys: %w", err)
-	}
-	return nil
-}
-
-func (t *lastUsedTracker) wait() { t.running.Wait() }
