@@ -3,6 +3,8 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/trackapi/trackapi/internal/jsonscan"
 )
 
 // This file walks the top level of JSON documents that json.Valid has already accepted, without
@@ -27,21 +29,21 @@ func objectMembers(data []byte) (members []member, ok bool) {
 // appendMembers is objectMembers appending to members, so that a caller can walk an object into a
 // buffer on its stack rather than allocate.
 func appendMembers(members []member, data []byte) (_ []member, ok bool) {
-	i := skipSpace(data, 0)
+	i := jsonscan.SkipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return members, false
 	}
-	i = skipSpace(data, i+1)
+	i = jsonscan.SkipSpace(data, i+1)
 	for i < len(data) && data[i] != '}' {
-		keyEnd := skipValue(data, i)
+		keyEnd := jsonscan.SkipValue(data, i)
 		rawKey := data[i:keyEnd]
-		i = skipSpace(data, keyEnd)
-		i = skipSpace(data, i+1) // the colon
-		valueEnd := skipValue(data, i)
+		i = jsonscan.SkipSpace(data, keyEnd)
+		i = jsonscan.SkipSpace(data, i+1) // the colon
+		valueEnd := jsonscan.SkipValue(data, i)
 		members = append(members, member{rawKey: rawKey, key: decodeKey(rawKey), value: data[i:valueEnd]})
-		i = skipSpace(data, valueEnd)
+		i = jsonscan.SkipSpace(data, valueEnd)
 		if i < len(data) && data[i] == ',' {
-			i = skipSpace(data, i+1)
+			i = jsonscan.SkipSpace(data, i+1)
 		}
 	}
 	return members, true
@@ -50,17 +52,17 @@ func appendMembers(members []member, data []byte) (_ []member, ok bool) {
 // arrayElements returns the elements of the valid JSON array data as sent, or ok false when data
 // is not an array.
 func arrayElements(data []byte) (elements []json.RawMessage, ok bool) {
-	i := skipSpace(data, 0)
+	i := jsonscan.SkipSpace(data, 0)
 	if i >= len(data) || data[i] != '[' {
 		return nil, false
 	}
-	i = skipSpace(data, i+1)
+	i = jsonscan.SkipSpace(data, i+1)
 	for i < len(data) && data[i] != ']' {
-		end := skipValue(data, i)
+		end := jsonscan.SkipValue(data, i)
 		elements = append(elements, data[i:end])
-		i = skipSpace(data, end)
+		i = jsonscan.SkipSpace(data, end)
 		if i < len(data) && data[i] == ',' {
-			i = skipSpace(data, i+1)
+			i = jsonscan.SkipSpace(data, i+1)
 		}
 	}
 	return elements, true
@@ -87,69 +89,6 @@ func decodeKey(raw []byte) string {
 	return s
 }
 
-func skipSpace(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\r', '\n':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// skipValue returns the index just after the JSON value starting at data[i].
-func skipValue(data []byte, i int) int {
-	if i >= len(data) {
-		return i
-	}
-	switch data[i] {
-	case '"':
-		return skipString(data, i)
-	case '{', '[':
-		depth := 0
-		for i < len(data) {
-			switch data[i] {
-			case '"':
-				i = skipString(data, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	default: // a number, true, false or null
-		for i < len(data) {
-			switch data[i] {
-			case ',', '}', ']', ' ', '\t', '\r', '\n':
-				return i
-			}
-			i++
-		}
-		return i
-	}
-}
-
-// skipString returns the index just after the JSON string starting at data[i] (its opening quote).
-func skipString(data []byte, i int) int {
-	for i++; i < len(data); i++ {
-		switch data[i] {
-		case '\\':
-			i++ // the escaped character; \uXXXX's digits need no care
-		case '"':
-			return i + 1
-		}
-	}
-	return i
-}
-
 // deeperThan tells whether the valid JSON value data nests more than limit levels of objects and
 // arrays (a scalar is 0 levels, [] is 1). It stops at the first level over the limit, so its cost
 // is at most one pass over data and nothing for a value too short to nest that deep.
@@ -161,7 +100,7 @@ func deeperThan(data []byte, limit int) bool {
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
 		case '"':
-			i = skipString(data, i) - 1
+			i = jsonscan.SkipString(data, i) - 1
 		case '{', '[':
 			if depth++; depth > limit {
 				return true

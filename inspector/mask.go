@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/trackapi/trackapi/internal/jsonscan"
 )
 
 // MaskIP returns addr with its host part zeroed, so that the inspector shows where a request came
@@ -77,17 +79,17 @@ func maskDeviceIP(body []byte) []byte {
 // starts at data[i] (the members of an object named path[0], in them path[1], and so on), in the
 // order of the bytes.
 func findPath(data []byte, i int, path []string, spans *[][2]int) {
-	i = skipSpace(data, i)
+	i = jsonscan.SkipSpace(data, i)
 	if i >= len(data) || data[i] != '{' {
 		return
 	}
-	i = skipSpace(data, i+1)
+	i = jsonscan.SkipSpace(data, i+1)
 	for i < len(data) && data[i] != '}' {
-		keyEnd := skipValue(data, i)
+		keyEnd := jsonscan.SkipValue(data, i)
 		key := data[i:keyEnd]
-		i = skipSpace(data, keyEnd)
-		i = skipSpace(data, i+1) // the colon
-		valueEnd := skipValue(data, i)
+		i = jsonscan.SkipSpace(data, keyEnd)
+		i = jsonscan.SkipSpace(data, i+1) // the colon
+		valueEnd := jsonscan.SkipValue(data, i)
 		if keyIs(key, path[0]) {
 			if len(path) == 1 {
 				*spans = append(*spans, [2]int{i, valueEnd})
@@ -95,9 +97,9 @@ func findPath(data []byte, i int, path []string, spans *[][2]int) {
 				findPath(data[:valueEnd], i, path[1:], spans)
 			}
 		}
-		i = skipSpace(data, valueEnd)
+		i = jsonscan.SkipSpace(data, valueEnd)
 		if i < len(data) && data[i] == ',' {
-			i = skipSpace(data, i+1)
+			i = jsonscan.SkipSpace(data, i+1)
 		}
 	}
 }
@@ -109,68 +111,6 @@ func keyIs(key []byte, name string) bool {
 	}
 	var s string
 	return json.Unmarshal(key, &s) == nil && s == name
-}
-
-func skipSpace(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\r', '\n':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// skipValue returns the index just after the JSON value starting at data[i].
-func skipValue(data []byte, i int) int {
-	if i >= len(data) {
-		return i
-	}
-	switch data[i] {
-	case '"':
-		return skipString(data, i)
-	case '{', '[':
-		depth := 0
-		for i < len(data) {
-			switch data[i] {
-			case '"':
-				i = skipString(data, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	default: // a number, true, false or null
-		for i < len(data) {
-			switch data[i] {
-			case ',', '}', ']', ' ', '\t', '\r', '\n':
-				return i
-			}
-			i++
-		}
-		return i
-	}
-}
-
-// skipString returns the index just after the JSON string starting at data[i].
-func skipString(data []byte, i int) int {
-	for i++; i < len(data); i++ {
-		switch data[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
 }
 
 // maskText masks, with MaskIP, every word of s that reads as an IP address (with a port or not):

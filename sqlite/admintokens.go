@@ -121,30 +121,7 @@ func (d *DB) LiveAdminTokens(ctx context.Context, now time.Time) ([]trackapi.Adm
 // skipped: the report is a statistic, written in the background, and must not fail for a token
 // that is gone.
 func (d *DB) TouchAdminTokens(ctx context.Context, lastUsed map[int64]time.Time) error {
-	if len(lastUsed) == 0 {
-		return nil
-	}
-	err := d.inWriteTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx,
-			`UPDATE admin_tokens SET last_used_at = :at WHERE id = :id AND (last_used_at IS NULL OR last_used_at < :at)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for id, at := range lastUsed {
-			if at.IsZero() {
-				continue // "never used" is not news
-			}
-			if _, err := stmt.ExecContext(ctx, sql.Named("at", at.UnixMilli()), sql.Named("id", id)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return d.classify(fmt.Sprintf("record the use of %d admin tokens", len(lastUsed)), err)
-	}
-	return nil
+	return d.touchLastUsed(ctx, "admin_tokens", "admin tokens", lastUsed)
 }
 
 const adminTokenColumns = `id, name, scope, prefix, token_hash, created_at, expires_at, revoked_at, last_used_at`

@@ -289,12 +289,19 @@ func (d *DB) LiveSourceKeys(ctx context.Context, now time.Time) ([]trackapi.Sour
 // skipped: the report is a statistic, written in the background, and must not fail for a key
 // that is gone.
 func (d *DB) TouchSourceKeys(ctx context.Context, lastUsed map[int64]time.Time) error {
+	return d.touchLastUsed(ctx, "source_keys", "keys", lastUsed)
+}
+
+// touchLastUsed writes last-used times (id → time) into table's last_used_at, in one transaction:
+// never moving a time back, skipping unknown ids and zero times. Source keys and admin tokens
+// share it.
+func (d *DB) touchLastUsed(ctx context.Context, table, what string, lastUsed map[int64]time.Time) error {
 	if len(lastUsed) == 0 {
 		return nil
 	}
 	err := d.inWriteTx(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx,
-			`UPDATE source_keys SET last_used_at = :at WHERE id = :id AND (last_used_at IS NULL OR last_used_at < :at)`)
+			`UPDATE `+table+` SET last_used_at = :at WHERE id = :id AND (last_used_at IS NULL OR last_used_at < :at)`)
 		if err != nil {
 			return err
 		}
@@ -310,7 +317,7 @@ func (d *DB) TouchSourceKeys(ctx context.Context, lastUsed map[int64]time.Time) 
 		return nil
 	})
 	if err != nil {
-		return d.classify(fmt.Sprintf("record the use of %d keys", len(lastUsed)), err)
+		return d.classify(fmt.Sprintf("record the use of %d %s", len(lastUsed), what), err)
 	}
 	return nil
 }
