@@ -2,18 +2,17 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/trackapi/trackapi"
-	"github.com/trackapi/trackapi/deliver"
-	"github.com/trackapi/trackapi/sqlite"
 	"github.com/trackapi/trackapi/webhook"
 )
 
-// destinationsCmd groups the commands on destinations. A running server picks up their changes
-// within 2 s.
+// destinationsCmd groups the commands on destinations, through a running server's config API
+// (--server) or the database (--data); see configHelp.
 type destinationsCmd struct {
 	Create destinationsCreateCmd `cmd:"" help:"Create a destination; prints its id alone on a line (and a webhook's signing secret once, on stderr)."`
 	List   destinationsListCmd   `cmd:"" help:"List destinations with their status, lag, retries and dead letters."`
@@ -24,8 +23,11 @@ type destinationsCmd struct {
 	RotateSecret destinationsRotateSecretCmd `cmd:"" name:"rotate-secret" help:"Give a webhook destination a new signing secret (printed once on stderr); requests are signed with both until the previous one expires."`
 }
 
+// Help is the rule of --server and --data.
+func (destinationsCmd) Help() string { return configHelp }
+
 type destinationsCreateCmd struct {
-	dataFlag
+	configFlags
 	Name            string   `required:"" help:"A name for people."`
 	Type            string   `required:"" enum:"webhook,forward,kafka,file" help:"webhook, forward, kafka or file."`
 	URL             string   `name:"url" help:"webhook: the endpoint; forward: the other collector's base URL."`
@@ -48,39 +50,18 @@ func (c *destinationsCreateCmd) Run(env *runEnv) error {
 		Config: trackapi.DestinationConfig{URL: c.URL, AllowPrivate: c.AllowPrivate, Site: c.Site, Token: c.Token,
 			Brokers: splitList(c.Brokers), Topic: c.Topic, Path: c.Path},
 	}
-	var secret string
-	if d.Type == trackapi.DestinationWebhook {
-		var err error
-		if secret, err = webhook.NewSecret(); err != nil {
+	return c.with(true, func(cc configClient) error {
+		id, secret, err := cc.CreateDestination(env.ctx, d)
+		if err != nil {
 			return err
 		}
-		d.Config.Secrets = []trackapi.SigningSecret{{Secret: secret}}
-	}
-	if err := deliver.ValidateDestination(d, sinkFactories(nil)); err != nil {
-		return usageError{err}
-	}
-	db, err := openStore(c.Data, true, sqlite.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if len(d.Sources) > 0 {
-		for _, id := range d.Sources {
-			if _, err := db.Source(env.ctx, id); err != nil {
-				return fmt.Errorf("--source %d: %w", id, err)
-			}
+		if secret != "" {
+			// Once, on stderr, so that scripts capturing the id from stdout do not log it by accident.
+			fmt.Fprintf(env.stderr, "signing secret of destination %d (shown only this once): %s\n", id, secret)
 		}
-	}
-	d, err = db.CreateDestination(env.ctx, d)
-	if err != nil {
+		_, err = fmt.Fprintln(env.stdout, id)
 		return err
-	}
-	if secret != "" {
-		// Once, on stderr, so that scripts capturing the id from stdout do not log it by accident.
-		fmt.Fprintf(env.stderr, "signing secret of destination %d (shown only this once): %s\n", d.ID, secret)
-	}
-	_, err = fmt.Fprintln(env.stdout, d.ID)
-	return err
+	})
 }
 
 func splitList(values []string) []string {
@@ -96,12 +77,12 @@ func splitList(values []string) []string {
 }
 
 type destinationsListCmd struct {
-	dataFlag
+	configFlags
 }
 
 func (c *destinationsListCmd) Run(env *runEnv) error {
-	return withStore(c.Data, false, func(db *sqlite.DB) error {
-		list, err := db.Destinations(env.ctx)
+	return c.with(false, func(cc configClient) error {
+		list, err := cc.Destinations(env.ctx)
 		if err != nil {
 			return err
 		}
@@ -109,22 +90,19 @@ func (c *destinationsListCmd) Run(env *runEnv) error {
 		fmt.Fprintln(tw, "ID\tNAME\tTYPE\tSTATUS\tLAG EVENTS\tLAG\tRETRIES\tDEAD LETTERS\tTARGET")
 		now := time.Now()
 		for _, d := range list {
-			state, err := db.DeliveryState(env.ctx, d.ID)
-			if err != nil {
-				return err
-			}
 			lag := "-"
-			if !state.LagSince.IsZero() {
-				lag = now.Sub(state.LagSince).Round(time.Second).String()
+			if !d.State.LagSince.IsZero() {
+				lag = now.Sub(d.State.LagSince).Round(time.Second).String()
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", d.ID, d.Name, d.Type, d.Status,
-				state.LagEvents, lag, state.Retries, state.DeadLetters, target(d))
+				d.State.LagEvents, lag, d.State.Retries, d.State.DeadLetters, target(d.Destination))
 		}
 		return tw.Flush()
 	})
 }
 
-// target says where a destination sends, without credentials.
+// target says where a destination sends, without credentials: a URL loses its query string and
+// user info, as the config API shows it, so that both modes print the same.
 func target(d trackapi.Destination) string {
 	switch d.Type {
 	case trackapi.DestinationKafka:
@@ -132,16 +110,20 @@ func target(d trackapi.Destination) string {
 	case trackapi.DestinationFile:
 		return d.Config.Path
 	}
-	u := d.Config.URL
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		u = u[:i]
+	shown := d.Config.URL
+	if i := strings.IndexAny(shown, "?#"); i >= 0 {
+		shown = shown[:i]
 	}
-	return u
+	if u, err := url.Parse(shown); err == nil {
+		u.User = nil
+		shown = u.String()
+	}
+	return shown
 }
 
-// destinationIDCmd is the shape of pause, resume and delete: a data directory and an id.
+// destinationIDCmd is the shape of the commands on one destination.
 type destinationIDCmd struct {
-	dataFlag
+	configFlags
 	ID int64 `arg:"" help:"The destination's id (see destinations list)."`
 }
 
@@ -158,14 +140,8 @@ func (c *destinationsResumeCmd) Run(env *runEnv) error {
 }
 
 func (c *destinationIDCmd) setStatus(env *runEnv, status string) error {
-	return withStore(c.Data, false, func(db *sqlite.DB) error {
-		d, err := db.Destination(env.ctx, c.ID)
-		if err != nil {
-			return err
-		}
-		d.Status = status
-		_, err = db.UpdateDestination(env.ctx, d)
-		return err
+	return c.with(false, func(cc configClient) error {
+		return cc.SetDestinationStatus(env.ctx, c.ID, status)
 	})
 }
 
@@ -175,49 +151,39 @@ type destinationsRotateSecretCmd struct {
 }
 
 func (c *destinationsRotateSecretCmd) Run(env *runEnv) error {
-	if c.ExpirePreviousIn < 0 || c.ExpirePreviousIn > webhook.MaxSecretOverlap {
-		return usageError{fmt.Errorf("--expire-previous-in must be between 0 and %s", webhook.MaxSecretOverlap)}
-	}
-	db, err := openStore(c.Data, false, sqlite.Options{})
-	if err != nil {
+	if err := checkOverlap(c.ExpirePreviousIn, webhook.MaxSecretOverlap); err != nil {
 		return err
 	}
-	defer db.Close()
-	d, err := db.Destination(env.ctx, c.ID)
-	if err != nil {
-		return err
-	}
-	if d.Type != trackapi.DestinationWebhook {
-		return fmt.Errorf("destination %d is a %s destination; only webhooks are signed", d.ID, d.Type)
-	}
-	secret, err := webhook.NewSecret()
-	if err != nil {
-		return err
-	}
-	d.Config.Secrets = webhook.RotateSecrets(d.Config.Secrets, secret, time.Now(), c.ExpirePreviousIn)
-	if _, err := db.UpdateDestination(env.ctx, d); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stderr, "new signing secret of destination %d (shown only this once): %s\n", d.ID, secret)
-	return nil
+	return c.with(false, func(cc configClient) error {
+		secret, err := cc.RotateSigningSecret(env.ctx, c.ID, c.ExpirePreviousIn)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "new signing secret of destination %d (shown only this once): %s\n", c.ID, secret)
+		return nil
+	})
 }
 
 type destinationsDeleteCmd struct{ destinationIDCmd }
 
 func (c *destinationsDeleteCmd) Run(env *runEnv) error {
-	return withStore(c.Data, false, func(db *sqlite.DB) error {
-		return db.DeleteDestination(env.ctx, c.ID)
+	return c.with(false, func(cc configClient) error {
+		return cc.DeleteDestination(env.ctx, c.ID)
 	})
 }
 
-// deadLettersCmd lists and replays a destination's dead letters.
+// deadLettersCmd lists, replays and purges a destination's dead letters.
 type deadLettersCmd struct {
 	List   deadLettersListCmd   `cmd:"" help:"List a destination's dead letters, oldest first."`
 	Replay deadLettersReplayCmd `cmd:"" help:"Send a destination's dead letters again (all, or those of --reason)."`
+	Purge  deadLettersPurgeCmd  `cmd:"" help:"Delete a destination's dead letters without sending them (all, or those of --reason)."`
 }
 
+// Help is the rule of --server and --data.
+func (deadLettersCmd) Help() string { return configHelp }
+
 type deadLettersFlags struct {
-	dataFlag
+	configFlags
 	Destination int64  `required:"" help:"The destination's id."`
 	Reason      string `help:"Only dead letters of this kind (rejected, failed) or reason (http_400, timeout, ...)."`
 }
@@ -227,15 +193,11 @@ type deadLettersListCmd struct {
 }
 
 func (c *deadLettersListCmd) Run(env *runEnv) error {
-	return withStore(c.Data, false, func(db *sqlite.DB) error {
-		if _, err := db.Destination(env.ctx, c.Destination); err != nil {
-			return err
-		}
+	return c.with(false, func(cc configClient) error {
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SEQ\tEVENT\tKIND\tREASON\tATTEMPTS\tFIRST FAILED\tFAILED\tERROR")
-		filter := trackapi.DeadLetterFilter{Reason: c.Reason}
 		for after := int64(0); ; {
-			page, next, err := db.DeadLetters(env.ctx, c.Destination, filter, after, 1000)
+			page, next, err := cc.DeadLetters(env.ctx, c.Destination, c.Reason, after)
 			if err != nil {
 				return err
 			}
@@ -243,7 +205,7 @@ func (c *deadLettersListCmd) Run(env *runEnv) error {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Seq, d.EventName, d.Kind, d.Reason, d.Attempts,
 					d.FirstFailedAt.UTC().Format(time.RFC3339), d.FailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))
 			}
-			if len(page) < 1000 {
+			if next == 0 {
 				break
 			}
 			after = next
@@ -257,16 +219,28 @@ type deadLettersReplayCmd struct {
 }
 
 func (c *deadLettersReplayCmd) Run(env *runEnv) error {
-	return withStore(c.Data, false, func(db *sqlite.DB) error {
-		if _, err := db.Destination(env.ctx, c.Destination); err != nil {
-			return err
-		}
-		n, err := db.ReplayDeadLetters(env.ctx, c.Destination, trackapi.DeadLetterFilter{Reason: c.Reason}, time.Now())
+	return c.with(false, func(cc configClient) error {
+		n, err := cc.ReplayDeadLetters(env.ctx, c.Destination, c.Reason)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(env.stdout, "%d dead letters queued for delivery again\n", n)
-		return nil
+		_, err = fmt.Fprintf(env.stdout, "%d dead letters queued for delivery again\n", n)
+		return err
+	})
+}
+
+type deadLettersPurgeCmd struct {
+	deadLettersFlags
+}
+
+func (c *deadLettersPurgeCmd) Run(env *runEnv) error {
+	return c.with(false, func(cc configClient) error {
+		n, err := cc.PurgeDeadLetters(env.ctx, c.Destination, c.Reason)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(env.stdout, "%d dead letters purged\n", n)
+		return err
 	})
 }
 

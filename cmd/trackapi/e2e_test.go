@@ -46,6 +46,9 @@ func TestMain(m *testing.M) {
 	// Servers started by the tests run side by side: each takes a free port for its admin
 	// listener too (startProcess reads it from the log).
 	os.Setenv("TRACKAPI_ADMIN_ADDR", "127.0.0.1:0")
+	// The commands given --data must not be sent to a server of the developer's environment.
+	os.Unsetenv("TRACKAPI_SERVER")
+	os.Unsetenv("TRACKAPI_ADMIN_TOKEN")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -185,8 +185,15 @@ func metricValue(t *testing.T, page, series string) float64 {
 // runCLI runs trackapi and returns its output and exit code, without failing on a non-zero exit.
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runCLIEnv(t, nil, args...)
+}
+
+// runCLIEnv is runCLI with more environment variables ("NAME=value").
+func runCLIEnv(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	var exit *exec.ExitError
@@ -246,6 +253,9 @@ func TestHelp(t *testing.T) {
 		{"sources", "list", "--help"},
 		{"sources", "rotate-key", "--help"},
 		{"sources", "revoke-key", "--help"},
+		{"sources", "rename", "--help"},
+		{"sources", "activate", "--help"},
+		{"dead-letters", "purge", "--help"},
 		{"events", "export", "--help"},
 		{"send", "--help"},
 	} {

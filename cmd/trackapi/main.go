@@ -1,7 +1,9 @@
 // Command trackapi runs the collect server and manages its sources and stored events. It only
 // wires the packages together: the work is done in server/ (HTTP), ingest/ (event rules),
 // sources/ (keys), admintokens/ (config API tokens), sqlite/ (the store) and importer/ (bulk
-// sends).
+// sends). The sources, destinations and dead-letters commands go through a running server's
+// config API (gen/adminapi's client) with --server, and through the database otherwise: each is
+// written once over configClient (configclient.go), implemented by apiClient and dbClient.
 //
 // Commands and flags are declared as structs for github.com/alecthomas/kong, which gives every
 // command its own --help, checks required flags and keeps the dispatch out of hand-written code.
@@ -22,11 +24,11 @@ import (
 // cli is the command line: one field a command.
 type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the collect server on the embedded SQLite store."`
-	Sources sourcesCmd `cmd:"" help:"Create, list, deactivate sources and rotate their keys."`
+	Sources sourcesCmd `cmd:"" help:"Create, list, rename, deactivate sources and rotate their keys (--server: through a running server)."`
 	Events  eventsCmd  `cmd:"" help:"Read stored events."`
 
-	Destinations destinationsCmd `cmd:"" help:"Route stored events to webhooks, other collectors, Kafka or files."`
-	DeadLetters  deadLettersCmd  `cmd:"" name:"dead-letters" help:"List and replay the events a destination did not take."`
+	Destinations destinationsCmd `cmd:"" help:"Route stored events to webhooks, other collectors, Kafka or files (--server: through a running server)."`
+	DeadLetters  deadLettersCmd  `cmd:"" name:"dead-letters" help:"List, replay and purge the events a destination did not take (--server: through a running server)."`
 	Send         sendCmd         `cmd:"" help:"Bulk import of NDJSON events through the partners' client."`
 	AdminTokens  adminTokensCmd  `cmd:"" name:"admin-tokens" help:"Make, list and revoke the tokens of the config API (Authorization: Bearer; scopes read and write)."`
 }
