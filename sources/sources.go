@@ -164,11 +164,7 @@ func (s *Service) Rename(ctx context.Context, sourceID int64, name string) error
 
 // Source returns one source (ErrNotFound for an unknown id).
 func (s *Service) Source(ctx context.Context, sourceID int64) (trackapi.Source, error) {
-	src, err := s.store.Source(ctx, sourceID)
-	if err != nil {
-		return trackapi.Source{}, fmt.Errorf("source %d: %w", sourceID, err)
-	}
-	return src, nil
+	return s.store.Source(ctx, sourceID) // its error names the source already
 }
 
 // List returns every source, oldest first.
