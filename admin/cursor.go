@@ -18,11 +18,26 @@ func parseCursor(after *string) (int64, error) {
 	if after == nil || *after == "" {
 		return 0, nil
 	}
-	n, err := strconv.ParseInt(*after, 10, 64)
-	if err != nil || n < 0 {
+	n, ok := parseID(*after)
+	if !ok {
 		return 0, badRequest("after: %q is not a cursor this API gave (pass the `next` of the previous page)", *after)
 	}
 	return n, nil
+}
+
+// parseID reads an id as this API writes it: decimal digits only, within int64. strconv.ParseInt
+// alone would also take a sign ("+5", "-0").
+func parseID(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // formatCursor is the `next` of a page whose last item has id.

@@ -152,17 +152,21 @@ func (s *Server) ListDeadLetters(ctx context.Context, req adminapi.ListDeadLette
 		return nil, err
 	}
 	limit := pageLimit(req.Params.Limit)
-	list, next, err := s.cfg.Store.DeadLetters(ctx, req.DestinationId, filter, after, limit)
+	// One more than a page, to tell whether another follows: a page with a next is not the last
+	// (admin.yaml), so a page that ends the list must have none, also when it is full.
+	list, _, err := s.cfg.Store.DeadLetters(ctx, req.DestinationId, filter, after, limit+1)
 	if err != nil {
 		return nil, err
 	}
-	page := adminapi.DeadLetterPage{Items: make([]adminapi.DeadLetter, 0, len(list))}
+	page := adminapi.DeadLetterPage{}
+	if len(list) > limit {
+		list = list[:limit]
+		page.Next = formatCursor(list[limit-1].Seq)
+	}
+	page.Items = make([]adminapi.DeadLetter, 0, len(list))
 	for _, d := range list {
 		page.Items = append(page.Items, adminapi.DeadLetter{Seq: d.Seq, EventName: d.EventName, Kind: adminapi.DeadLetterKind(d.Kind),
 			Reason: d.Reason, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt.UTC(), FailedAt: d.FailedAt.UTC()})
-	}
-	if len(list) == limit {
-		page.Next = formatCursor(next)
 	}
 	return adminapi.ListDeadLetters200JSONResponse(page), nil
 }

@@ -2,7 +2,9 @@ package admin_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -46,8 +48,31 @@ type env struct {
 
 var quiet = slog.New(slog.DiscardHandler)
 
-func newEnv(t testing.TB) *env {
+// envOptions change how newEnv builds the server.
+type envOptions struct {
+	// heartbeat is admin.Config.StreamHeartbeat (0: the server's default).
+	heartbeat time.Duration
+	// http, when set, serves the handler with server.NewHTTPServer and these bounds (the
+	// binary's HTTP server) instead of httptest's, which has no timeouts.
+	http *server.HTTPOptions
+}
+
+type envOption func(*envOptions)
+
+// withHeartbeat sets the live stream's heartbeat.
+func withHeartbeat(d time.Duration) envOption { return func(o *envOptions) { o.heartbeat = d } }
+
+// withHTTPServer serves the config API as the binary does, with opts' bounds.
+func withHTTPServer(opts server.HTTPOptions) envOption {
+	return func(o *envOptions) { o.http = &opts }
+}
+
+func newEnv(t testing.TB, options ...envOption) *env {
 	t.Helper()
+	var o envOptions
+	for _, opt := range options {
+		opt(&o)
+	}
 	db, err := sqlite.Open(filepath.Join(t.TempDir(), "trackapi.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +87,8 @@ func newEnv(t testing.TB) *env {
 	var running sync.WaitGroup
 	running.Go(func() { _ = capture.Run(ctx) })
 	srv, err := admin.New(admin.Config{Store: db, Sources: keys, Tokens: tokens, Inspector: db, WaitForEntries: capture.Wait,
-		Sinks: sinks(), Operations: server.Operations(db.Ping, metrics.New()), DeliveryTimeout: 2 * time.Second, Logger: quiet})
+		Sinks: sinks(), Operations: server.Operations(db.Ping, metrics.New()), DeliveryTimeout: 2 * time.Second,
+		StreamHeartbeat: o.heartbeat, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,22 +96,46 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(h)
+	url, closeHTTP := serveHTTP(t, h, o.http)
 	t.Cleanup(func() {
 		srv.Shutdown()
-		hs.Close()
+		closeHTTP()
 		cancel()
 		running.Wait()
 		_ = keys.Close(context.Background())
 		_ = tokens.Close(context.Background())
 		_ = db.Close()
 	})
-	e := &env{t: t, URL: hs.URL, DB: db, Sources: keys, Tokens: tokens, Capture: capture, Admin: srv, HTTP: apitest.Client(t)}
+	e := &env{t: t, URL: url, DB: db, Sources: keys, Tokens: tokens, Capture: capture, Admin: srv, HTTP: apitest.Client(t)}
 	e.Write = e.token(trackapi.ScopeWrite)
 	e.Read = e.token(trackapi.ScopeRead)
 	e.API = e.client(e.Write)
 	e.ReadAPI = e.client(e.Read)
 	return e
+}
+
+// serveHTTP serves h on 127.0.0.1: with httptest's server, or with the binary's when opts is set.
+// It returns the base URL and what closes the server.
+func serveHTTP(t testing.TB, h http.Handler, opts *server.HTTPOptions) (string, func()) {
+	t.Helper()
+	if opts == nil {
+		hs := httptest.NewServer(h)
+		return hs.URL, hs.Close
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = quiet
+	hs := server.NewHTTPServer(h, ln, *opts)
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve() }()
+	return "http://" + ln.Addr().String(), func() {
+		_ = hs.Close()
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("serving the config API: %v", err)
+		}
+	}
 }
 
 // token makes a token of scope.

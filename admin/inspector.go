@@ -7,11 +7,33 @@ import (
 
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen/adminapi"
+	"github.com/trackapi/trackapi/sources"
 )
 
-// inspectorFilter builds the store's filter from the API's parameters. source_id 0 asks for the
-// entries no source could be attributed to (an unknown key).
-func inspectorFilter(sourceID *int64, site, eventName *string, outcome *adminapi.InspectorOutcome, code, testCode *string) trackapi.InspectorFilter {
+// authReasons are the reasons of an invalid_source. The code filter matches them too
+// (admin.yaml's InspectorCode: "key_expired" finds the entries rejected for an expired key), but
+// the store indexes codes only: a reason is asked of the store as invalid_source, and the
+// entries it returns are then kept by their reason.
+var authReasons = map[string]bool{
+	string(sources.ReasonMissing): true, string(sources.ReasonUnknownKey): true, string(sources.ReasonKeyExpired): true,
+	string(sources.ReasonKeyRevoked): true, string(sources.ReasonSourceInactive): true, string(sources.ReasonSiteMismatch): true,
+}
+
+// entryFilter is a filter of inspector entries: what the store applies, and the reason of an
+// invalid_source, which it cannot.
+type entryFilter struct {
+	trackapi.InspectorFilter
+	reason string
+}
+
+// matches applies what the store does not.
+func (f entryFilter) matches(e trackapi.InspectorEntry) bool {
+	return f.reason == "" || e.Reason == f.reason
+}
+
+// inspectorFilter builds the filter from the API's parameters. source_id 0 asks for the entries
+// no source could be attributed to (an unknown key).
+func inspectorFilter(sourceID *int64, site, eventName *string, outcome *adminapi.InspectorOutcome, code, testCode *string) entryFilter {
 	var f trackapi.InspectorFilter
 	if sourceID != nil {
 		f.SourceID = *sourceID
@@ -27,7 +49,11 @@ func inspectorFilter(sourceID *int64, site, eventName *string, outcome *adminapi
 	if outcome != nil {
 		f.Outcome = string(*outcome)
 	}
-	return f
+	var reason string
+	if authReasons[f.Code] {
+		reason, f.Code = f.Code, "invalid_source"
+	}
+	return entryFilter{InspectorFilter: f, reason: reason}
 }
 
 // ListInspectorEvents pages through the inspector's entries, newest first.
@@ -43,7 +69,7 @@ func (s *Server) ListInspectorEvents(ctx context.Context, req adminapi.ListInspe
 	}
 	f := inspectorFilter(p.SourceId, p.Site, p.EventName, p.Outcome, p.Code, p.TestCode)
 	f.Since, f.Until = since, until
-	entries, next, err := s.cfg.Inspector.InspectorEntries(ctx, f, before, pageLimit(p.Limit))
+	entries, next, err := s.listEntries(ctx, f, before, pageLimit(p.Limit))
 	if err != nil {
 		return nil, err
 	}
@@ -55,6 +81,36 @@ func (s *Server) ListInspectorEvents(ctx context.Context, req adminapi.ListInspe
 		page.Next = formatCursor(next)
 	}
 	return adminapi.ListInspectorEvents200JSONResponse(page), nil
+}
+
+// listEntries lists up to limit entries matching f with an ID below before (0: from the newest),
+// newest first, and the cursor of the next page (0: no more). Without a reason it is the store's
+// page; with one, the store's pages are read until limit entries have the reason and one more
+// does, or none are left.
+func (s *Server) listEntries(ctx context.Context, f entryFilter, before int64, limit int) ([]trackapi.InspectorEntry, int64, error) {
+	if f.reason == "" {
+		return s.cfg.Inspector.InspectorEntries(ctx, f.InspectorFilter, before, limit)
+	}
+	var kept []trackapi.InspectorEntry
+	for {
+		page, next, err := s.cfg.Inspector.InspectorEntries(ctx, f.InspectorFilter, before, limit)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, e := range page {
+			if !f.matches(e) {
+				continue
+			}
+			if len(kept) == limit {
+				return kept, kept[limit-1].ID, nil
+			}
+			kept = append(kept, e)
+		}
+		if next == 0 || len(page) == 0 {
+			return kept, 0, nil
+		}
+		before = next
+	}
 }
 
 // GetInspectorEvent returns one entry with its body.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -69,14 +68,14 @@ func (s *Server) StreamInspectorEvents(ctx context.Context, req adminapi.StreamI
 	f := inspectorFilter(p.SourceId, p.Site, p.EventName, p.Outcome, p.Code, p.TestCode)
 	var after int64
 	if p.LastEventID != nil && *p.LastEventID != "" {
-		n, err := strconv.ParseInt(*p.LastEventID, 10, 64)
-		if err != nil {
+		n, ok := parseID(*p.LastEventID)
+		if !ok {
 			return nil, badRequest("Last-Event-ID: %q is not an entry id", *p.LastEventID)
 		}
 		after = n
 	} else {
 		// Without a place to resume from, the stream starts with the entries written from now on.
-		newest, _, err := s.cfg.Inspector.InspectorEntries(ctx, inspectorFilter(nil, nil, nil, nil, nil, nil), 0, 1)
+		newest, _, err := s.cfg.Inspector.InspectorEntries(ctx, trackapi.InspectorFilter{}, 0, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +95,7 @@ func (s *Server) StreamInspectorEvents(ctx context.Context, req adminapi.StreamI
 type inspectorStream struct {
 	s       *Server
 	ctx     context.Context
-	filter  trackapi.InspectorFilter
+	filter  entryFilter
 	after   int64
 	release func()
 }
@@ -126,30 +125,33 @@ func (st *inspectorStream) VisitStreamInspectorEventsResponse(w http.ResponseWri
 	lastWrite := time.Now()
 	var buf []byte
 	for {
-		entries, _, err := st.s.cfg.Inspector.InspectorEntriesAfter(st.ctx, st.filter, st.after, streamPage)
+		entries, _, err := st.s.cfg.Inspector.InspectorEntriesAfter(st.ctx, st.filter.InspectorFilter, st.after, streamPage)
 		if err != nil {
 			if st.ctx.Err() == nil {
 				st.s.log.Warn("inspector stream: reading entries failed", "err", err)
 			}
 			return nil // the headers are out: end the stream, the client resumes with Last-Event-ID
 		}
-		if len(entries) > 0 {
-			buf = buf[:0]
-			for _, e := range entries {
-				data, err := json.Marshal(entryOut(e))
-				if err != nil {
-					return fmt.Errorf("inspector stream: entry %d: %w", e.ID, err)
-				}
-				buf = fmt.Appendf(buf, "id: %d\nevent: entry\ndata: %s\n\n", e.ID, data)
-				st.after = e.ID
+		buf = buf[:0]
+		for _, e := range entries {
+			st.after = e.ID
+			if !st.filter.matches(e) {
+				continue
 			}
+			data, err := json.Marshal(entryOut(e))
+			if err != nil {
+				return fmt.Errorf("inspector stream: entry %d: %w", e.ID, err)
+			}
+			buf = fmt.Appendf(buf, "id: %d\nevent: entry\ndata: %s\n\n", e.ID, data)
+		}
+		if len(buf) > 0 {
 			if err := write(buf); err != nil {
 				return nil
 			}
 			lastWrite = time.Now()
-			if len(entries) == streamPage {
-				continue // more are waiting
-			}
+		}
+		if len(entries) == streamPage {
+			continue // more are waiting
 		}
 		// Wait for a write of entries, the next heartbeat, the next poll or the end; then read no
 		// sooner than streamMinGap after the last read, so that a flood of entries the filter
