@@ -111,12 +111,17 @@ func (c *Condition) compile() error {
 	if len(c.Value) == 0 || string(c.Value) == "null" {
 		return fmt.Errorf("op %s needs a value", c.Op)
 	}
-	if len(c.Value) > maxValueBytes {
+	// The bound is on the value's text: its JSON may be up to 6 times longer (\u escapes, which
+	// a re-marshal adds for <, > and &), and is bounded at that before it is decoded.
+	if len(c.Value) > 6*maxValueBytes {
 		return fmt.Errorf("value over %d bytes", maxValueBytes)
 	}
 	text, ok := scalarText(decodeJSON(c.Value))
 	if !ok {
 		return fmt.Errorf("value %s must be a string, a number or a boolean", c.Value)
+	}
+	if len(text) > maxValueBytes {
+		return fmt.Errorf("value over %d bytes", maxValueBytes)
 	}
 	c.text = text
 	if c.Op == OpMatches || c.Op == OpNotMatches {

@@ -29,6 +29,8 @@ func FuzzParseFilter(f *testing.F) {
 		`{"CONDITIONS":[{"PATH":"/a","Op":"not_exists"}],"event_names":["x"],"event_names":["y"]}`,
 		`{"conditions":[{"path":"/a","op":"is","value":{"x":1}}]}`,
 		`{"conditions":[{"path":"/a","op":"matches","value":"(["}]}`,
+		// A value at the limit whose re-marshal escapes every character (< becomes \u003c).
+		`{"conditions":[{"path":"/a","op":"is","value":"` + strings.Repeat("<", 4094) + `"}]}`,
 	} {
 		f.Add([]byte(seed))
 	}
