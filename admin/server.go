@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -76,7 +77,7 @@ type Server struct {
 	now      func() time.Time
 	streams  *streamLimiter
 	shutdown chan struct{}
-	closed   bool
+	stopOnce sync.Once
 }
 
 var _ adminapi.StrictServerInterface = (*Server)(nil)
@@ -105,10 +106,7 @@ func New(cfg Config) (*Server, error) {
 // Shutdown ends the live streams, which would otherwise keep http.Server.Shutdown waiting for
 // their connections to go idle. Call it before shutting the HTTP server down.
 func (s *Server) Shutdown() {
-	if !s.closed {
-		s.closed = true
-		close(s.shutdown)
-	}
+	s.stopOnce.Do(func() { close(s.shutdown) })
 }
 
 // Handler returns the Echo instance of the admin listener.
