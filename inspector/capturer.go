@@ -160,7 +160,7 @@ func (c *Capturer) Inspect(in *ingest.Inspection) {
 		at = c.now()
 	}
 	if in.Refusal != nil {
-		if c.sampler.keep(in.SourceID, in.Site, "", "", true, at) {
+		if c.sampler.keepRefusal(in.SourceID, in.Site, at) {
 			c.enqueue(c.refusalRecord(in, at))
 		}
 		return
