@@ -104,3 +104,27 @@ func benchStoreWithInspector(b *testing.B, on bool) {
 		b.ReportMetric(float64(<-done)/b.Elapsed().Seconds(), "inspector-writes/s")
 	}
 }
+
+// BenchmarkAddInspectorEntries is one write of the capturer at its busiest: 256 entries of 1 KB
+// with their counts. Its time is how long it holds the writer connection (and the commits of
+// events waiting for it).
+func BenchmarkAddInspectorEntries(b *testing.B) {
+	db := open(b, tempPath(b), sqlite.Options{})
+	src := newSource(b, db, "site1")
+	body := json.RawMessage(`{"event_name":"page_view","pad":"` + strings.Repeat("y", 1000) + `"}`)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		entries := make([]trackapi.InspectorEntry, 256)
+		for i := range entries {
+			n++
+			entries[i] = trackapi.InspectorEntry{At: time.Now(), SourceID: src.ID, Site: src.Site, EventName: "page_view",
+				EventID: fmt.Sprint(n), Outcome: trackapi.InspectorWarned, Codes: []string{"schema_violation"},
+				Problems: []trackapi.Problem{{Code: "schema_violation", Path: "/user", Message: "m"}}, Body: body}
+		}
+		if err := db.AddInspectorEntries(context.Background(), entries, trackapi.QualityReport{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/entry")
+}
