@@ -23,10 +23,11 @@ import (
 //   - Capture is off the commit path and never makes collection wait: when the capturer's queue
 //     is full, the entry is dropped and counted (trackapi_inspector_dropped_total).
 //   - Entries are sampled per (source, event name): InspectorSamplePerMinute a minute plus a
-//     bonus of InspectorSampleBonusPerHour an hour. Entries with a problem (rejected, refused,
-//     warned, or a duplicate with a warning) have their own budget of the same size, so that a
-//     flood of valid events never crowds them out. An event with a top-level string property
-//     test_code bypasses sampling, up to InspectorTestCodePerMinute a minute a source.
+//     bonus of InspectorSampleBonusPerHour an hour. Entries with a problem (rejected, warned, or
+//     a duplicate with a warning) have their own budget of the same size, so that a flood of
+//     valid events never crowds them out, and so have a source's refused requests. An event with
+//     a top-level string property test_code bypasses sampling, up to InspectorTestCodePerMinute a
+//     minute a source. Entries without a known source are sampled by their site (tc_s) instead.
 //   - Entries are kept InspectorKeep, those with a test code InspectorTestCodeKeep, and at most
 //     InspectorMaxPerSource a source (the oldest go first; entries without a known source count
 //     as one source, 0).

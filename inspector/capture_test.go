@@ -412,3 +412,36 @@ func TestWaitWakesOnWrite(t *testing.T) {
 		t.Fatalf("Wait at the newest cursor: %v, want the context's deadline", err)
 	}
 }
+
+// TestLongTextsAreCut: the texts a sender chooses freely are kept up to
+// trackapi.InspectorTextLimit bytes in entries and counts; the body has them whole.
+func TestLongTextsAreCut(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, inspector.Config{})
+	long := strings.Repeat("é", 1000) // 2 bytes each: cut at a character boundary
+	if _, err := r.send(false, "29", r.key, event(long, "id-"+long, `"test_code":"`+long+`"`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.send(false, long, "", event("x", "y")); err != nil {
+		t.Fatal(err)
+	}
+	entries := r.entries(trackapi.InspectorFilter{})
+	if len(entries) != 2 {
+		t.Fatalf("%d entries", len(entries))
+	}
+	want := long[:trackapi.InspectorTextLimit]
+	if e := entries[0]; e.EventName != want || e.EventID != ("id-" + long)[:trackapi.InspectorTextLimit-1] || e.TestCode != want ||
+		!strings.Contains(string(e.Body), long) {
+		t.Errorf("entry: name %d bytes, id %d, test code %d; body %d bytes", len(e.EventName), len(e.EventID), len(e.TestCode), len(e.Body))
+	}
+	if e := entries[1]; e.Site != want {
+		t.Errorf("site of %d bytes", len(e.Site))
+	}
+	report, err := r.db.DataQuality(ctx, r.source.ID, base.Add(-time.Hour), base.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Events) != 1 || report.Events[0].EventName != want {
+		t.Errorf("counts: %+v", report.Events)
+	}
+}

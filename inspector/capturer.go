@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,7 +161,7 @@ func (c *Capturer) Inspect(in *ingest.Inspection) {
 		at = c.now()
 	}
 	if in.Refusal != nil {
-		if c.sampler.keep(in.SourceID, in.Site, "", "", true, at) {
+		if c.sampler.keepRefusal(in.SourceID, in.Site, at) {
 			c.enqueue(c.refusalRecord(in, at))
 		}
 		return
@@ -190,13 +191,13 @@ func (c *Capturer) eventRecord(in *ingest.Inspection, i int, at time.Time) *reco
 	ev := &in.Events[i]
 	r := &record{entry: c.requestEntry(in, at)}
 	e := &r.entry
-	e.EventName = cutString(ev.EventName, trackapi.InspectorTextLimit)
-	e.EventID = cutString(ev.EventID, trackapi.InspectorTextLimit)
+	e.EventName = clipText(ev.EventName)
+	e.EventID = clipText(ev.EventID)
 	e.Outcome = ev.Outcome
-	e.TestCode = cutString(ev.TestCode, trackapi.InspectorTextLimit)
+	e.TestCode = clipText(ev.TestCode)
 	e.Problems = make([]trackapi.Problem, len(ev.Problems))
 	for j, p := range ev.Problems {
-		p.Path = cutString(p.Path, trackapi.InspectorTextLimit)
+		p.Path = clipText(p.Path)
 		e.Problems[j] = p
 	}
 	e.Codes = codesOf(e.Problems)
@@ -226,9 +227,18 @@ func (c *Capturer) refusalRecord(in *ingest.Inspection, at time.Time) *record {
 // requestEntry is what every entry of in has.
 func (c *Capturer) requestEntry(in *ingest.Inspection, at time.Time) trackapi.InspectorEntry {
 	return trackapi.InspectorEntry{
-		At: at, SourceID: in.SourceID, Site: cutString(in.Site, trackapi.InspectorTextLimit), KeyPrefix: in.KeyPrefix,
+		At: at, SourceID: in.SourceID, Site: clipText(in.Site), KeyPrefix: in.KeyPrefix,
 		Reason: in.Reason, ClientIP: in.ClientIP, Batch: in.Batch,
 	}
+}
+
+// clipText cuts a text the sender chose to trackapi.InspectorTextLimit, copying what it keeps
+// when it cuts, so that a queued entry does not hold the whole of a long text.
+func clipText(s string) string {
+	if len(s) <= trackapi.InspectorTextLimit {
+		return s
+	}
+	return strings.Clone(cutString(s, trackapi.InspectorTextLimit))
 }
 
 // codesOf lists the distinct codes of problems, in their order.

@@ -93,13 +93,17 @@ func (q *quality) add(in *ingest.Inspection, at time.Time) {
 	sh := &q.shards[rand.IntN(qualityShards)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	// A batch's events mostly share their name, and their problems: the counts of the current
+	// name, and of the problems met since it changed, are found without a map lookup.
 	var counts *eventCounts
 	var last string
+	var recent recentAnomalies
 	for i := range in.Events {
 		ev := &in.Events[i]
 		name := cutString(ev.EventName, trackapi.InspectorTextLimit)
-		if counts == nil || name != last { // a batch's events mostly share their name: one lookup
+		if counts == nil || name != last {
 			counts, last = sh.counts(eventKey{source: in.SourceID, hour: hour, name: name}), name
+			recent.n = 0
 		}
 		switch ev.Outcome {
 		case trackapi.InspectorAccepted:
@@ -107,14 +111,41 @@ func (q *quality) add(in *ingest.Inspection, at time.Time) {
 		case trackapi.InspectorWarned:
 			counts.collected++
 			counts.withWarnings++
-			sh.addProblems(in.SourceID, hour, name, ev, false)
+			sh.addProblems(in.SourceID, hour, name, ev, false, &recent)
 		case trackapi.InspectorDuplicate:
 			counts.duplicates++
-			sh.addProblems(in.SourceID, hour, name, ev, true) // event_id_reused only
+			sh.addProblems(in.SourceID, hour, name, ev, true, &recent) // event_id_reused only
 		case trackapi.InspectorRejected:
 			counts.rejected++
-			sh.addProblems(in.SourceID, hour, name, ev, false)
+			sh.addProblems(in.SourceID, hour, name, ev, false, &recent)
 		}
+	}
+}
+
+// recentAnomalies are the anomalies of one event name last met in a request, on the stack.
+type recentAnomalies struct {
+	n       int
+	entries [8]struct {
+		code, path string
+		counts     *anomalyCounts
+	}
+}
+
+// find returns the counts of (code, path) when met lately, else nil.
+func (r *recentAnomalies) find(code, path string) *anomalyCounts {
+	for i := range r.n {
+		if e := &r.entries[i]; e.code == code && e.path == path {
+			return e.counts
+		}
+	}
+	return nil
+}
+
+// add remembers the counts of (code, path), when there is room.
+func (r *recentAnomalies) add(code, path string, a *anomalyCounts) {
+	if r.n < len(r.entries) {
+		r.entries[r.n].code, r.entries[r.n].path, r.entries[r.n].counts = code, path, a
+		r.n++
 	}
 }
 
@@ -135,14 +166,20 @@ func (sh *qualityShard) counts(k eventKey) *eventCounts {
 	return c
 }
 
-// addProblems counts the problems of one event, only event_id_reused when reusedOnly.
-func (sh *qualityShard) addProblems(source, hour int64, name string, ev *ingest.InspectedEvent, reusedOnly bool) {
+// addProblems counts the problems of one event (of name, whose recent anomalies are recent),
+// only event_id_reused when reusedOnly.
+func (sh *qualityShard) addProblems(source, hour int64, name string, ev *ingest.InspectedEvent, reusedOnly bool, recent *recentAnomalies) {
 	for _, p := range ev.Problems {
 		if reusedOnly && p.Code != string(gen.EventIdReused) {
 			continue
 		}
-		k := anomalyKey{eventKey: eventKey{source: source, hour: hour, name: name}, code: p.Code,
-			path: cutString(p.Path, trackapi.InspectorTextLimit)}
+		path := cutString(p.Path, trackapi.InspectorTextLimit)
+		if a := recent.find(p.Code, path); a != nil {
+			a.count++
+			a.message = p.Message
+			continue
+		}
+		k := anomalyKey{eventKey: eventKey{source: source, hour: hour, name: name}, code: p.Code, path: path}
 		a, ok := sh.anomalies[k]
 		if !ok && len(sh.anomalies) >= maxPendingKeys {
 			k.name, k.path = OverflowEventName, ""
@@ -158,6 +195,7 @@ func (sh *qualityShard) addProblems(source, hour int64, name string, ev *ingest.
 			}
 			sh.anomalies[k] = a
 		}
+		recent.add(p.Code, path, a)
 		a.count++
 		a.message = p.Message
 	}

@@ -36,10 +36,12 @@ func (s Sampling) withDefaults() Sampling {
 }
 
 // The budgets a source has: for each event name one for entries without a problem and one for
-// entries with one, and one for test events.
+// entries with one, one for refused requests (so that a flood of events without a name, which
+// share the name "", does not crowd them out), and one for test events.
 const (
 	classPlain uint8 = iota
 	classProblem
+	classRefusal
 	classTest
 )
 
@@ -158,6 +160,12 @@ func (sh *samplerShard) sweep(minute, hour int64) {
 			delete(sh.budgets, k)
 		}
 	}
+}
+
+// keepRefusal is the sampling rule for the entry of a refused request: its source's (or site's)
+// refusal budget, of the size of an event name's.
+func (s *sampler) keepRefusal(sourceID int64, site string, now time.Time) bool {
+	return s.take(s.key(sourceID, site, "", classRefusal), now, s.rules.PerMinute, s.rules.BonusPerHour)
 }
 
 // keep is the sampling rule for one entry: a test event within its source's test budget is

@@ -87,6 +87,11 @@ func TestSamplingProblemsHaveTheirOwnBudget(t *testing.T) {
 	if got := keptOf(100, func() bool { return s.keep(1, "1", "page_view", "", true, c.now()) }); got != 0 {
 		t.Fatalf("problems beyond their budget: %d kept, want 0", got)
 	}
+	// Events without a name share the name "": a flood of them leaves the refusals' budget.
+	keptOf(1000, func() bool { return s.keep(1, "1", "", "", true, c.now()) })
+	if got := keptOf(100, func() bool { return s.keepRefusal(1, "1", c.now()) }); got != 36 {
+		t.Fatalf("refusals after a flood of events without a name: %d kept, want 36", got)
+	}
 }
 
 // TestSamplingTestCodes: test events bypass sampling up to 20 a minute a source, whatever their
