@@ -82,6 +82,7 @@ run: build
 ## -scenarios single-c50,single-c50-2hooks" and so on)
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./server/ ./sqlite/
+	$(GO) test -run '^$$' -bench InspectorPaired -benchtime 200x ./ingest/
 	$(GO) run ./bench -binary bin/trackapi $(BENCHFLAGS)
 
 ## test: everything CI checks
