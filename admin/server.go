@@ -30,6 +30,7 @@ import (
 	"github.com/trackapi/trackapi/gen/adminapi"
 	"github.com/trackapi/trackapi/gen/ops"
 	"github.com/trackapi/trackapi/sources"
+	"github.com/trackapi/trackapi/webui"
 )
 
 // MaxBodyBytes bounds a request body of the config API (admin.yaml's x-trackapi-limits
@@ -136,6 +137,13 @@ func (s *Server) Handler() (*echo.Echo, error) {
 	api := e.Group("", readBody(MaxBodyBytes), validator)
 	adminapi.RegisterHandlers(api, adminapi.NewStrictHandler(s, nil))
 	ops.RegisterHandlers(e, s.cfg.Operations)
+	// The web UI: static files that call the API above with the token the person logs in with.
+	ui := echo.WrapHandler(webui.Handler("/ui/"))
+	e.GET("/ui/*", ui)
+	e.HEAD("/ui/*", ui)
+	toUI := func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }
+	e.GET("/ui", toUI)
+	e.GET("/", toUI)
 	e.RouteNotFound("/api/*", func(c echo.Context) error {
 		return apiError(http.StatusNotFound, "not_found", "no such route: "+c.Request().Method+" "+c.Request().URL.Path)
 	})

@@ -134,9 +134,8 @@ func withAdminTokens(env *runEnv, dir string, create bool, fn func(*admintokens.
 // createFirstAdminToken makes a fresh installation's config API usable at once: when no admin
 // token is live (none made yet, or every one expired or revoked), it makes a write token named
 // "first", expiring after admintokens.DefaultTTL, and prints it once to stdout with the address
-// of the admin listener (uiURL: the serve command passes the listener's root, such as
-// http://127.0.0.1:8081/, until a web UI is served there) and a curl command for the config API,
-// found at api/ beside uiURL (http://127.0.0.1:8081/api/...).
+// of the web UI (uiURL, such as http://127.0.0.1:8081/ui/) and a curl command for the config API,
+// which is served beside the UI: uiURL's parent followed by api/ (http://127.0.0.1:8081/api/...).
 // The token goes to stdout only, never to a log. With a live token it does nothing, so only a
 // first start prints one.
 func createFirstAdminToken(ctx context.Context, svc *admintokens.Service, uiURL string, stdout io.Writer) error {
@@ -160,8 +159,9 @@ The token, shown only this once:
 
   %s
 
-The config API is served at %s (its spec: admin.yaml there); it takes the
-token in a header, never in a URL:
+The web UI: %s
+
+The config API takes the token in a header, never in a URL:
 
   curl -sS '%s' \
     -H 'Authorization: Bearer %s'

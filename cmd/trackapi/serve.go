@@ -115,7 +115,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 	if err := createFirstSource(env.ctx, keys, ln.Addr(), env.stdout); err != nil {
 		return err
 	}
-	if err := createFirstAdminToken(env.ctx, tokens, "http://"+curlHost(adminLn.Addr())+"/", env.stdout); err != nil {
+	if err := createFirstAdminToken(env.ctx, tokens, "http://"+curlHost(adminLn.Addr())+"/ui/", env.stdout); err != nil {
 		return err
 	}
 	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys, Logger: log, Inspector: capture})

@@ -1,0 +1,164 @@
+package main_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath is Debian's Chromium, which .ci/run installs. The browser tests need it: in CI
+// (CI set) its absence fails them; on a developer's machine without it they are skipped, saying so.
+const chromiumPath = "/usr/bin/chromium"
+
+// browser is a headless Chromium driven by chromedp, for one test. When the test fails, the page
+// as it was is saved as a PNG under the system's temporary directory and its path logged.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	path := chromiumPath
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		path = p
+	}
+	if _, err := exec.LookPath(path); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("no Chromium at %s: .ci/run installs Debian's chromium", path)
+		}
+		t.Skipf("no Chromium at %s (apt-get install chromium, or set CHROMIUM): browser tests skipped", path)
+	}
+	// The flags the machine needs: no sandbox as root, and no background connections, which this
+	// machine's closed network refuses many at a time.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
+	b := &browser{t: t, ctx: ctx}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b.screenshot(filepath.Join(os.TempDir(), "trackapi-browser-"+safeName(t.Name())+".png"))
+		}
+		cancelTimeout()
+		cancelCtx()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return b
+}
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+func safeName(s string) string { return unsafeChars.ReplaceAllString(s, "_") }
+
+// screenshot saves the whole page as a PNG at path.
+func (b *browser) screenshot(path string) {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("no screenshot: %v", err)
+		return
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Logf("no screenshot: %v", err)
+		return
+	}
+	b.t.Logf("screenshot of the page: %s", path)
+}
+
+// run runs chromedp steps in order, failing the test with what was being done.
+func (b *browser) run(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// text returns the visible text of the first element matching the CSS selector sel, once it is
+// visible.
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	b.run("waiting for "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
+	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("reading %s: %v", sel, err)
+	}
+	return s
+}
+
+// waitText waits until the text of sel contains want, or fails after the deadline with what it
+// last saw.
+func (b *browser) waitText(sel, want string, within time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(within)
+	var s string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+		got, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			s = got
+		}
+		if err == nil && strings.Contains(s, want) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.t.Fatalf("%s never showed %q; last text:\n%s", sel, want, s)
+}
+
+// login opens the UI of a server and logs in with token.
+func (b *browser) login(adminURL, token string) {
+	b.t.Helper()
+	b.run("logging in",
+		chromedp.Navigate(adminURL+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Click(chromedp.CSS("#login button")),
+		chromedp.WaitVisible(chromedp.CSS("#nav")),
+	)
+}
+
+// A wrong token is refused with the API's message shown; the right one logs in, and the token is
+// in no URL the page visited.
+func TestBrowserLogin(t *testing.T) {
+	p := startServer(t, t.TempDir())
+	token := firstAdminToken(t, p)
+	b := newBrowser(t)
+	b.run("a wrong token",
+		chromedp.Navigate(p.AdminURL+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), "tka_wrong"),
+		chromedp.Click(chromedp.CSS("#login button")),
+	)
+	b.waitText("#error", "admin token", 5*time.Second)
+	b.login(p.AdminURL, token)
+	url, err := chromedp.Run(b.ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(url, token) {
+		t.Errorf("the token is in the URL %s", url)
+	}
+}

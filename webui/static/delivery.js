@@ -1,0 +1,2 @@
+'use strict';
+// The delivery screen: see app.js for App.

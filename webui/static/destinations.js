@@ -1,0 +1,2 @@
+'use strict';
+// The destinations screen: see app.js for App.

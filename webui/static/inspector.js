@@ -1,0 +1,2 @@
+'use strict';
+// The inspector screen: see app.js for App.

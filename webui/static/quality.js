@@ -1,0 +1,2 @@
+'use strict';
+// The quality screen: see app.js for App.

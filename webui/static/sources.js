@@ -1,0 +1,2 @@
+'use strict';
+// The sources screen: see app.js for App.
