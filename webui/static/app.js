@@ -14,8 +14,10 @@ const App = {
   // that is called when the screen is left (to stop a live stream).
   route(name, render) { App.routes[name] = render; },
 
-  // api calls the config API and returns the decoded JSON (null for 204). An error answer is
-  // thrown as an Error with the API's message, status and code; a 401 logs out.
+  // api calls the config API and returns the decoded JSON (null for 204), or with options.raw the
+  // answer's text undecoded (JSON.parse would round large numbers and reformat others in an
+  // event's body). An error answer is thrown as an Error with the API's message, status and code;
+  // a 401 logs out.
   async api(method, path, body, options) {
     const headers = { 'Authorization': 'Bearer ' + App.token() };
     const init = { method, headers, signal: options && options.signal };
@@ -35,6 +37,7 @@ const App = {
       if (resp.status === 401) App.logout(err.message);
       throw err;
     }
+    if (options && options.raw) return text;
     return data;
   },
 
