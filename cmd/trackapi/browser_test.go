@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -64,6 +67,7 @@ func newBrowser(t *testing.T) *browser {
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
 		t.Fatalf("starting Chromium: %v", err)
 	}
+	b.watchErrors()
 	return b
 }
 
@@ -161,4 +165,63 @@ func TestBrowserLogin(t *testing.T) {
 	if strings.Contains(url, token) {
 		t.Errorf("the token is in the URL %s", url)
 	}
+}
+
+// shot saves a screenshot of the page as name.png in the directory TRACKAPI_UI_SCREENSHOTS names,
+// when it names one: a way to look at every screen the tests pass through.
+func (b *browser) shot(name string) {
+	dir := os.Getenv("TRACKAPI_UI_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	b.screenshot(filepath.Join(dir, name+".png"))
+}
+
+// watchErrors fails the test, when it ends, if the page threw an uncaught exception or logged
+// an error: a console.error, or a refusal of the Content-Security-Policy (an inline style or
+// script would be one). Failed requests (the network's log) are left out: an API error is shown
+// in the page, and the tests check that.
+func (b *browser) watchErrors() {
+	b.t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	err := chromedp.Listen(b.ctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			msg = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				msg += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				msg = "console.error"
+				for _, a := range ev.Args {
+					msg += " " + string(a.Value) + a.Description
+				}
+			}
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError && ev.Entry.Source != log.EntrySourceNetwork {
+				msg = string(ev.Entry.Source) + ": " + ev.Entry.Text
+			}
+		}
+		if msg != "" {
+			mu.Lock()
+			seen = append(seen, msg)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		b.t.Fatalf("listening to the page: %v", err)
+	}
+	b.t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range seen {
+			b.t.Errorf("the page: %s", m)
+		}
+	})
 }
