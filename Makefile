@@ -13,7 +13,7 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
+.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean screenshots
 
 all: build
 
@@ -100,6 +100,11 @@ test: check lint breaking vet unit fuzz
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## screenshots: PNGs of the web UI's screens and of the two docs pages, in docs/screenshots/ (for the
+## README), taken by headless Chromium from the real binary on seeded data
+screenshots:
+	SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestScreenshots$$' -v ./cmd/trackapi/
 
 ## hostile: the hostile senders' cases against the real binary (127.0.0.1 only, bounded): each
 ## asserts the server's CPU, peak memory and answer sizes, and that an honest sender is served
