@@ -13,11 +13,11 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
+.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean screenshots
 
 all: build
 
-## generate: rewrite gen/ (collect API: models and client in gen/, embedded spec in gen/spec/, Echo server in gen/echoapi/), gen/ops/ (operations API) and the vendor-spec client from their specs (the only way gen/ changes)
+## generate: rewrite gen/ (collect API: models and client in gen/, embedded spec and a copy of openapi.yaml in gen/spec/, Echo server in gen/echoapi/), gen/ops/ (operations API), gen/adminapi/ (config API, with a copy of admin.yaml) and the vendor-spec client from their specs (the only way gen/ changes)
 generate:
 	$(GO) generate ./gen/... ./testdata/upstream/
 
@@ -33,6 +33,12 @@ GENERATED := gen/cfg.yaml:../openapi.yaml:api.gen.go \
              gen/adminapi/cfg.yaml:../../admin.yaml:adminapi.gen.go \
              testdata/upstream/cfg.yaml:http_tracking_api_spec.yaml:client.gen.go
 
+# Each spec with the copy that `make generate` puts beside the generated code for go:embed, which
+# cannot reach the repository's root: the server serves these copies as /openapi.yaml and
+# /admin.yaml, which must be the files themselves.
+COPIED := openapi.yaml:gen/spec/openapi.yaml \
+          admin.yaml:gen/adminapi/admin.yaml
+
 gen-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	for g in $(GENERATED); do \
@@ -41,7 +47,11 @@ gen-check:
 	  (cd $$dir && $(OAPI_CODEGEN) -config $$tmp/cfg.yaml $$spec) || exit 1; \
 	  cmp -s $$tmp/$$out $$dir/$$out || { echo "$$dir/$$out differs from what the generator makes from $$spec: run 'make generate' (never edit generated files by hand)"; exit 1; }; \
 	done
-	@echo "gen-check: generated code matches the specs"
+	@for c in $(COPIED); do \
+	  spec=$${c%%:*}; copy=$${c#*:}; \
+	  cmp -s $$spec $$copy || { echo "$$copy is not a copy of $$spec: run 'make generate' (never edit generated files by hand)"; exit 1; }; \
+	done
+	@echo "gen-check: generated code and the embedded copies match the specs"
 
 # The partners' client (client/ and the models it uses in gen/) must build without Echo and
 # kin-openapi: a partner importing it should not get the server's dependencies.
@@ -90,6 +100,11 @@ test: check lint breaking vet unit fuzz
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## screenshots: PNGs of the web UI's screens and of the two docs pages, in docs/screenshots/ (for the
+## README), taken by headless Chromium from the real binary on seeded data
+screenshots:
+	SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestScreenshots$$' -v ./cmd/trackapi/
 
 ## hostile: the hostile senders' cases against the real binary (127.0.0.1 only, bounded): each
 ## asserts the server's CPU, peak memory and answer sizes, and that an honest sender is served

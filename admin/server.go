@@ -1,6 +1,7 @@
 // Package admin serves the config API of admin.yaml on the admin listener: sources and their keys,
 // destinations and the event delivery API, the event inspector, data quality and admin tokens,
-// beside the operations API (health, readiness, metrics) and the spec itself.
+// beside the operations API (health, readiness, metrics), the spec itself (YAML and JSON), its
+// docs page (Swagger UI at /docs/) and the web UI (/ui/).
 //
 // A request goes through, in order: the refusal of a token in the URL, a body read within
 // MaxBodyBytes, kin-openapi's request validation with the admin token checked as the spec's
@@ -136,7 +137,7 @@ func (s *Server) Handler() (*echo.Echo, error) {
 	// routing and on the config API's routes only.
 	api := e.Group("", readBody(MaxBodyBytes), validator)
 	adminapi.RegisterHandlers(api, adminapi.NewStrictHandler(s, nil))
-	ops.RegisterHandlers(e, s.cfg.Operations)
+	ops.RegisterHandlers(e, withDocs{s.cfg.Operations})
 	// The web UI: static files that call the API above with the token the person logs in with.
 	ui := echo.WrapHandler(webui.Handler("/ui/"))
 	e.GET("/ui/*", ui)

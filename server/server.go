@@ -136,9 +136,10 @@ func clientIPExtractor(trusted []*net.IPNet) echo.IPExtractor {
 }
 
 // Handler returns the Echo instance serving the collect API (POST /events, /events/ and
-// /events/batch) and the operations API's health and readiness (GET /healthz, /readyz; metrics are
-// on the admin listener), with errors rendered as
-// the spec's Error body and one log line a request.
+// /events/batch) and the operations API but its metrics, which are on the admin listener: health
+// and readiness (GET /healthz, /readyz), the collect API's spec (GET /openapi.yaml, /openapi.json)
+// and its docs page (GET /docs/), with errors rendered as the spec's Error body and one log line a
+// request.
 func (s *Server) Handler() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -151,12 +152,18 @@ func (s *Server) Handler() *echo.Echo {
 	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
 	e.POST("/events", wrapper.CollectEvent)
-	// Health and readiness only: metrics are for operators, on the admin listener.
-	health := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
-	e.GET("/healthz", health.GetHealth)
-	e.HEAD("/healthz", health.HeadHealth)
-	e.GET("/readyz", health.GetReadiness)
-	e.HEAD("/readyz", health.HeadReadiness)
+	// All of the operations API but the metrics, which are for operators, on the admin listener.
+	opsAPI := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
+	e.GET("/healthz", opsAPI.GetHealth)
+	e.HEAD("/healthz", opsAPI.HeadHealth)
+	e.GET("/readyz", opsAPI.GetReadiness)
+	e.HEAD("/readyz", opsAPI.HeadReadiness)
+	// The collect API's spec and its docs page, for partners.
+	e.GET("/openapi.yaml", opsAPI.GetCollectSpec)
+	e.GET("/openapi.json", opsAPI.GetCollectSpecJson)
+	e.GET("/docs", opsAPI.RedirectDocs)
+	e.GET("/docs/", opsAPI.GetDocs)
+	e.GET("/docs/:asset", opsAPI.GetDocsAsset)
 	return e
 }
 

@@ -1325,9 +1325,16 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// GetAdminSpecJson This spec, as JSON
+	//
+	// The same document as `GET /admin.yaml`, in JSON (the keys in the same order).
+	//
+	// Corresponds with GET /admin.json (the `GetAdminSpecJson` operationId).
+	GetAdminSpecJson(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetAdminSpec This spec
 	//
-	// The OpenAPI document of this API, as built into the server.
+	// The OpenAPI document of this API, byte for byte as in the source this server was built from.
 	//
 	// Corresponds with GET /admin.yaml (the `GetAdminSpec` operationId).
 	GetAdminSpec(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1692,9 +1699,26 @@ type ClientInterface interface {
 	RevokeSourceKey(ctx context.Context, sourceId SourceId, keyId int64, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
+// GetAdminSpecJson This spec, as JSON
+//
+// The same document as `GET /admin.yaml`, in JSON (the keys in the same order).
+//
+// Corresponds with GET /admin.json (the `GetAdminSpecJson` operationId).
+func (c *Client) GetAdminSpecJson(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAdminSpecJsonRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetAdminSpec This spec
 //
-// The OpenAPI document of this API, as built into the server.
+// The OpenAPI document of this API, byte for byte as in the source this server was built from.
 //
 // Corresponds with GET /admin.yaml (the `GetAdminSpec` operationId).
 func (c *Client) GetAdminSpec(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2436,6 +2460,33 @@ func (c *Client) RevokeSourceKey(ctx context.Context, sourceId SourceId, keyId i
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewGetAdminSpecJsonRequest constructs an http.Request for the GetAdminSpecJson method
+func NewGetAdminSpecJsonRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
 }
 
 // NewGetAdminSpecRequest constructs an http.Request for the GetAdminSpec method
@@ -4121,9 +4172,18 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// GetAdminSpecJsonWithResponse This spec, as JSON
+	//
+	// The same document as `GET /admin.yaml`, in JSON (the keys in the same order).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /admin.json (the `GetAdminSpecJson` operationId).
+	GetAdminSpecJsonWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAdminSpecJsonResponse, error)
+
 	// GetAdminSpecWithResponse This spec
 	//
-	// The OpenAPI document of this API, as built into the server.
+	// The OpenAPI document of this API, byte for byte as in the source this server was built from.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4526,6 +4586,47 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /api/sources/{sourceId}/keys/{keyId} (the `RevokeSourceKey` operationId).
 	RevokeSourceKeyWithResponse(ctx context.Context, sourceId SourceId, keyId int64, reqEditors ...RequestEditorFn) (*RevokeSourceKeyResponse, error)
+}
+
+type GetAdminSpecJsonResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *map[string]interface{}
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAdminSpecJsonResponse) GetJSON200() *map[string]interface{} {
+	return r.JSON200
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAdminSpecJsonResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAdminSpecJsonResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAdminSpecJsonResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAdminSpecJsonResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type GetAdminSpecResponse struct {
@@ -6921,9 +7022,24 @@ func (r RevokeSourceKeyResponse) ContentType() string {
 	return ""
 }
 
+// GetAdminSpecJsonWithResponse This spec, as JSON
+//
+// The same document as `GET /admin.yaml`, in JSON (the keys in the same order).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /admin.json (the `GetAdminSpecJson` operationId).
+func (c *ClientWithResponses) GetAdminSpecJsonWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAdminSpecJsonResponse, error) {
+	rsp, err := c.GetAdminSpecJson(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAdminSpecJsonResponse(rsp)
+}
+
 // GetAdminSpecWithResponse This spec
 //
-// The OpenAPI document of this API, as built into the server.
+// The OpenAPI document of this API, byte for byte as in the source this server was built from.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -7553,6 +7669,32 @@ func (c *ClientWithResponses) RevokeSourceKeyWithResponse(ctx context.Context, s
 		return nil, err
 	}
 	return ParseRevokeSourceKeyResponse(rsp)
+}
+
+// ParseGetAdminSpecJsonResponse parses an HTTP response from a GetAdminSpecJsonWithResponse call
+func ParseGetAdminSpecJsonResponse(rsp *http.Response) (*GetAdminSpecJsonResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAdminSpecJsonResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	}
+
+	return response, nil
 }
 
 // ParseGetAdminSpecResponse parses an HTTP response from a GetAdminSpecWithResponse call
@@ -9692,6 +9834,9 @@ func ParseRevokeSourceKeyResponse(rsp *http.Response) (*RevokeSourceKeyResponse,
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// GetAdminSpecJson This spec, as JSON
+	// (GET /admin.json)
+	GetAdminSpecJson(ctx echo.Context) error
 	// GetAdminSpec This spec
 	// (GET /admin.yaml)
 	GetAdminSpec(ctx echo.Context) error
@@ -9784,6 +9929,15 @@ type ServerInterface interface {
 // ServerInterfaceWrapper converts echo contexts to parameters.
 type ServerInterfaceWrapper struct {
 	Handler ServerInterface
+}
+
+// GetAdminSpecJson converts echo context to params.
+func (w *ServerInterfaceWrapper) GetAdminSpecJson(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetAdminSpecJson(ctx)
+	return err
 }
 
 // GetAdminSpec converts echo context to params.
@@ -10561,6 +10715,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/api/admin-tokens", wrapper.CreateAdminToken, options.OperationMiddlewares["createAdminToken"]...)
 	router.DELETE(options.BaseURL+"/api/admin-tokens/:tokenId", wrapper.RevokeAdminToken, options.OperationMiddlewares["revokeAdminToken"]...)
 	router.GET(options.BaseURL+"/admin.yaml", wrapper.GetAdminSpec, options.OperationMiddlewares["getAdminSpec"]...)
+	router.GET(options.BaseURL+"/admin.json", wrapper.GetAdminSpecJson, options.OperationMiddlewares["getAdminSpecJson"]...)
 
 }
 
@@ -10585,6 +10740,27 @@ type UnavailableJSONResponse struct {
 	Body Error
 
 	Headers UnavailableResponseHeaders
+}
+
+type GetAdminSpecJsonRequestObject struct {
+}
+
+type GetAdminSpecJsonResponseObject interface {
+	VisitGetAdminSpecJsonResponse(w http.ResponseWriter) error
+}
+
+type GetAdminSpecJson200JSONResponse map[string]interface{}
+
+func (response GetAdminSpecJson200JSONResponse) VisitGetAdminSpecJsonResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type GetAdminSpecRequestObject struct {
@@ -13412,6 +13588,9 @@ func (response RevokeSourceKey503JSONResponse) VisitRevokeSourceKeyResponse(w ht
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// GetAdminSpecJson This spec, as JSON
+	// (GET /admin.json)
+	GetAdminSpecJson(ctx context.Context, request GetAdminSpecJsonRequestObject) (GetAdminSpecJsonResponseObject, error)
 	// GetAdminSpec This spec
 	// (GET /admin.yaml)
 	GetAdminSpec(ctx context.Context, request GetAdminSpecRequestObject) (GetAdminSpecResponseObject, error)
@@ -13511,6 +13690,29 @@ func NewStrictHandler(ssi StrictServerInterface, middlewares []StrictMiddlewareF
 type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
+}
+
+// GetAdminSpecJson operation middleware
+func (sh *strictHandler) GetAdminSpecJson(ctx echo.Context) error {
+	var request GetAdminSpecJsonRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetAdminSpecJson(ctx.Request().Context(), request.(GetAdminSpecJsonRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetAdminSpecJson")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetAdminSpecJsonResponseObject); ok {
+		return validResponse.VisitGetAdminSpecJsonResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
 }
 
 // GetAdminSpec operation middleware
@@ -14460,220 +14662,222 @@ func (sh *strictHandler) RevokeSourceKey(ctx echo.Context, sourceId SourceId, ke
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L17c9u2tij+VTD8nZlI+0fLkl+x5bl/uEnand2cNo3Tk3tb5YoQCUmsKUAlIDtqxt/9DtYCSJACJcp2",
-	"2p6z809iSSQeCwvr/fgcxGKxFJxxJYPh52BJc7pgiuXw6WqqWK7/SJiM83SpUsGDYfB+zkjE2ScVETEl",
-	"as7IMme3qVhJsqQz1gvCINXP/b5i+ToIA04XLBgGFEYLAxnP2YLibEqxXD/6f3/tH1x8/DwIBxf3/xGE",
-	"gVov9StS5SmfBff3YfCS0eQN08+/Y1TqddSX9SPP1iRhNCEZPCdxdakkNylPSCfK2W8sViyJQhJNaZqx",
-	"JOoSkZMcBiSdaK7UcnzS7+sHVLpgYqWikPR6vW7TnvDVyqYW9NMbxmdqHgwH/b5/K1KlnOplv0784E3K",
-	"R55JkibF/Euq5uX0SWWkMMjZ76s0Z0kwVPmKuauainxBVTAMUq7OToIwWKQ8XawWwXBQLDHlis1YDmt8",
-	"xRtWxnhSnDrLU5GQzrtvX5Dj4+OLbkjgjEkkFc1VdEkm+kCmdJUpwsVdExAZTwLvWhOq2IE+CC9GvOZy",
-	"yWIl8hciYQ3owLjKUybJXarmiAt3NOcpn+lzZ3kuchKLhJFOtEilTPlszG4ZV2O9Mo0FKb+lWZqMpVjl",
-	"MTPIoN+FsQziiCmhfONZ0olu2HrMPi31iezAI72IPbGo2P4rveIfYJytMLC3AXZI9MSNB1LAoGlNRzvW",
-	"9ONKxWLR/lQEPt+0IPNzZTX/kbNpMAz+v8OSgh3ir/JwYx2VxV2nqgWs9F1iUkkiNbjKpcpUaXxR8VhG",
-	"3ZCkPM5WicYoNReSkTv494atSSrJit9wccebtqWHeiiErwHLWh45omTjMuDXcdpwCzcoRt9LMYqVvWdS",
-	"tbiSYoqY6KJBpJhUY30ZoqbFFk/sCbg36SJVfpK2EFKRVLGFJBQ4GJmLLJFNK8hgJHd2Q+PMVV3QT4ay",
-	"9uHjdkJ7nfLGY7ybU0XmdLlknCWEKk14kMICtDRldKhvM5bpGR5AYBHFmlgUYs027iTt+0/JmK41a2lY",
-	"kf6pkTlVuNHRCZmLVS7JhE1FzkjEeNKIcjDuQwD4M1dp1upszTJ8x3pZMFV9jo2LXMFcey/yXp+NXAou",
-	"GYh839DkHRI+/SkWXDEOf9LlMktjEDUOfzPyF/tEF8sMXzTcT/8pV4sFzdfBMLgi05RlhcBwlwtNJ/US",
-	"wuCWZiuGk2haEUxoMjY0V2MBk5LOGOCUEUnJCK/eKCApJ7B9MqdS817g5EPCV4sJy8liJRWZMH1h4Grr",
-	"ewjnoYR4Q/MZqy9yIpI1EbcsJ2enp8dnZLJWTPqWKJL1WAkxzmAUd5V6e2b1OFwqCTyl7yrllYEB6u0Y",
-	"2Su9MXxhE9/tfKkkXCgiuEGgq7eviaI3TF4C1M0igeNL+AYOpRfch8ELwadZGu9x2A44YvuyCwi89GRA",
-	"aJYzmuARnZIsvQWuKC9Jzm7FDYPlTtNcquBpoBHPKZ8xcidWWUImOaM3hJJ8lTGLfVKJnCWaSigGm3fk",
-	"8P32P6Eqno9l+gczJD/OGVUsGcN1O+ofnR0Mjg76g/f9i2G/P+z3f9GXNgGSZpUhTrO1SmNJ7thkLsSN",
-	"vrrpTIumY8ninGl97NfPwTJn0/RTMAzu5pLF4/+cfv9TcP8xNGDWzwz0J70n2MMqlyIPhgPggloZGhtl",
-	"KBgehUFGjYArg+HxKX6WLBY8kfodTQuAOQfD/j2OupJwBVeSJSX1KJe8WiaejT9/P+iXG1/lWTAMtG4l",
-	"h4eH+kXZM8DsxWJxqHIa39Bl2h4P3INrwAZHM4Kz/lbkkzRJGH8Qpk+Lt6t3HnQAvISIflrUWjA11/Ig",
-	"5QnhjCVaqlDihoGiIGOx1IQwVezSiL6cEdQlkie6CTDZM2nmSgRD+kCzTNwRd9EAmddc6+A0exBgUvuy",
-	"Cxf7JZJlJEKS5Zq+ZmIGBEF/FWuseoItX5HJCvQ5SiY0sdccaPdlOREQZDGbMSR8Pwj1rVihkrv3rrlQ",
-	"4ym87W7bQTlyARDHZ57kUHOGZJ7IVQzCMp/BPn7mdKXmIk//YMmeHNtopjVmyIn5HtHIwwVX7pR1HkiT",
-	"RcoNuqsbOj6f/uvo5qf+H3Dqdka9w5T/BAJMjRXjm3qIOTM83sgqeyzEWYQkNGeI/nHMlooldvCf370h",
-	"nVQRxhNJVkv9dSZmsnupFb6EXJmhAX5D8g2juRZBVv3+cQwjw5+oWRrbQXUvP4jqGGTOaAIGsNb7gIVQ",
-	"7gJ1uMfCHo94PwgCUl3lWDtmuyFZ0EwLmSwJraYbFtgDdjXN6JNQ/w1KdAn5rkXeW5pmdGJv1573cOW8",
-	"X0dEIAOogxcPadlD5WuSUaW1iSchtjhPTDngGJd3LCd5OpuDxctOaJU2Rt7pzwdgWDUIoQk1smAt2uN3",
-	"cD+dRzd1iGt8hShB7miqrAIB0wFtcDe3oUY5uIGGXn2815pdbM4Uac4U6R2STIibSxIB9yq/AUaH7E9P",
-	"y7hW3n4NgKGFATwcfNzQPEKc9D0QmY1JrypIH4KJQKwUgBC+0jMtc7FkuUqRnLkyWDvlJzQkUO71Duo4",
-	"G2prHcZauJJqrAWnvYbnxpC38YOVBD0/SXty27DYOWPU+qxG/msAlp/C3CdAPTPTVWTb8hTF5DcWq+op",
-	"voAH4fYmSaoPkmZvnSOa0kyycOtBa3TG+TbP155VyscJXcuK3eXCNbscn532t1urSijX7UaLlBdm1/Dp",
-	"AV2BcRtoemwvV4SzOxdom6CCH8fKXq2di8VLCAqy9zYWQmVI5FzccSJ4trbSK9oVN40f7r7dBdlZtm//",
-	"TSo9Vp4rh7FvbhtMeJU/9tg5LoXmOV1v3g8Yz7tgLhY0W/tsPAzdTmJKlrmYZGyBds5USRKLFVdANimR",
-	"qAhtkjNjQd3AQXh5HxIkGZ5pO/qTsVsGuoCl48Zhoik78EEfKS9Yr49uUX2bfFSrYOeboEMfRWkYtiDs",
-	"WJvOSf/CmFM0hFN1SSjJBJ+x3CpUGZsqIlZKixq18zTmY9xqaK2WdhMWxC74fGf/QnAkc3uSPL2/2L4L",
-	"ziMyTTPF8k0kEEv3JFIZhEEqx1woWCRXNOX6O62POB/BXinHGnrAj5Pi7wVV8ZzZV8pP7FMqlf26+JDK",
-	"MVss1dp75PZYHQp66rG8O9LuJk2Bn4i+m1SLjHDcHWoE/tCa80ROJkJkjPLupVGrcoKLDEm5YLhPdsmb",
-	"Z24OWSwbztJcquoi/ynuyILyNSpcWpGvqvuJ7962vZ4bSKlf9C3uJVX0pxXNUrX2sYPCEJ9QRcnv+CBZ",
-	"srzm6auxU57sIScVDsH29LVwS9qlb1DZ0PE8taNn0hr/WxrgXfhWvFzGoo+eZ3d3XvgXoQdeQRWhTF2T",
-	"E0nSBFBV0RsP7KlSGkulTza3ZNZHMR2/rO9njGnYS9oEA+z4AS9q3ubSJhtbEdhleIlGXoRubHID9ntD",
-	"wIHe9DNJlhmNmVUhEeaZAEVn35umpwqrTm7YTliGc+AZhOVJbYLKhfd2rHlrWGP94oKrUUwrMSuPlWoc",
-	"XPXcN84+KQ/0W4s75ejXLGPxA5jfh3kazys71jTduIkWjHJJaJYZk/1iExr5tuAfJ9jH4mNI8JQqgT42",
-	"zqeMydgRbgHoWT2EvfyWMMFrfBW9whuU0LqB212/lfUstiSEnpPM0luWr79ZxTeswZ8KHMnEUWmhagLP",
-	"NrC8FpiJM77Apx9LzQ0FN3N/3LLFF8Xyqlt84WyvSr3BFUiNC3lzvwkO7FPOXtqfCFXG1ZZLRQwZaUWs",
-	"wnL8MdiNxmDUackhHaPuxsqYYgmZrEnOFOOwUWM1mrCUz4hkSmUo0rSYyFD5jXneoQeJ5JRr6Zt0KhF5",
-	"Rdxd21lAMGbJOHaF7T1flGwPhUkxHq/H9HY2Xkj/taC3LNeUG/z001wsSM5ili4VUYKYs1tbp2NxlibY",
-	"5ZLQCQYUzRknXF+rOypbQqNgsh6oT1cST1dVvV8gLc+ESOonUURDdlvPrk/WM/m3cKYWySVRc6rIHTPm",
-	"yLQlStUueHnJmi5EuSLPcXtRJ/SIKeWV2UZDXku58vLwWS5WS33YerhVzgpiqYcClQSZzmMUhQ35u76I",
-	"Kbuz+FaK/JLQ6RQ2CyEjlm9tsJI6J0I5Zz+jwX420f3GbuL4JROHv077xyExQbuh1q85yifjHK8G8Hrf",
-	"+PhFKcla0a9AlY+7eFFauMYdCdLaENyjqwB3l3mhgnoN5rB6nLB+9AlESBfnH24bs+Nc2+CEuiSoKQSt",
-	"baGgn1JR4xKpXRsT4VAf7hW8hei/WmpSjIYjr9ZAUmnZHdBHeLQSMtCSUbvxFS0vQBmB4dkCV9JxFuFe",
-	"SQcCjNdG0b80ckUGZJxqGC6XWcoSZClqztbwbc5o0pa0V+JAfEaQDAK35oyITIPJyufg1b2jqWKJl7Gl",
-	"qi1r05oJ0vW91NAiXqUBlnoJWrbRh0y5UHMt2O0hjNVtNIh8lWMsF1FDiF13Qu6+0FJRlUoIE9ohk6Js",
-	"vv8lN/K/hw84K2lvoNnLqjTLKV9lNDd2LUuAFylfQVz0XKw0rBPqt0DupT44MVJtwII0CzwiCkNj9lFt",
-	"NkSZCiTr5icXDHbCsDhQu3A/NlUC2LbgUulBBf9DzhKtAdDMQ2AhTGi8zNNbAy8zrbHB6nnd+DefBWuS",
-	"ixtDEtvLHUZyG8dUsZlAhWfT+fEAJy+Syj1iyr7FF/aRa5q9to3ej3qwX/38TJDd0IRPwVMoWutXi/SE",
-	"UMv86KwdWqaRazpcxFeG+msOtmvghgn8BBYEkioTsCErQuI2QF3jwq9hRV6jbqr8sChiFreZUTZhuzH+",
-	"gy6yDWZsjQXX+IL1io6lz0wyFfkdzZOh5nrIXAyXthkgkimIMkol4UyTcHCgdh1J1LlXSizTeMtlab32",
-	"9/rx+2p4ZmvTUp41ImNIig1DJAbNZ0xVaYsbs7XbMexGHhgJ2hxUiS4VelMhAZUNtiSUTpRClv04hSDb",
-	"1nSBZYnGiM8+pz5Mujn5x3AbXXYDHnzrbPT/14TVuoGqwhdah9LWqdIuooQPG+L00NgAd7E7zs4cwH4W",
-	"5/c24N1j6ANyGlNOJprEqkvCaDxH1V2LzxIwWm9KKwspn7Vhl7suDobhZkIsJzTG4CnzNqFJkjMpmSSd",
-	"vDTomCiXBppR5cUNyU0m0cpxX9IcrHQdJydm0O9bW3iZv9TfZdh2eH118hs6vaFDMhdSDZeiTMwxL1T4",
-	"jWN+P/aa30vz+Wm/nehQD5fjCWKmzTmDNL1oJVneq72eMhkR405HRLbjtvIUPELceGBUkpUxaqwpzRje",
-	"0yTNITFvbXRdBrlP2Zr88PJf1z/+oHVJ5P/VvXndIN7UyQpTwPxIFY9llwjUu1HvikWWwTpqUx35ZyqF",
-	"habcM3uK5khngsxZzi4JRAAYZxJDY0KZ//il/DePFC92AbUUKvwwJR1HvCB0RlNed2z5wzMKmcN7ezHe",
-	"cpnG9TM7uQifTkrZInHgEhhPliLl6rIqf9Rg8EySCZUQX7yJYv2WbrH6tdyf2ZSxPUgKhpChBqanJQXq",
-	"DiYSzVr0hdeiYcpJ5BgKI9JJp2SW3jLehRAXkvIRj9inOFslbOw+GQIDQSwvJ8b8VXJVfvVMkkjTiUhP",
-	"RwncewApy0c85WAuswayTnS4pDM21tCJQhIdaip56KGS3UsSiSUMqVUKMSWpDAlGKIUjbkOSMEqn/OTE",
-	"J4WkCE8KiYlHwsfNB9J59+qoG9p4nxEvA37CItrnEiOJ0BpWhBNRacRQ2Rtxj/ndQKa9zaQM+KoQhCMP",
-	"OWgKmNnC2AY+suI58keMtwPjd8cpFI8+gZG5Inc+faCCsysVzx8r7y9S7t79wW4xf6vYKUz8GNpyQd40",
-	"GQQ2jr66h+uCu2zY0IEEWvkudxyOl5DMDkJk1ajIStOoNYybQBprgaOxSm8hCBwT/3zWN5eOm2zhfcK+",
-	"iTJmZLpDlcnX43zFK9He3hGv55DcVmbFWqVUMg7lGVLlF6ABHFtCj/RpQSJOEXt6fPT87ByDT6tZ5Taa",
-	"F27M+DZld86UFlN2XEINzHdMwkY3j5vqSQB0YGvXtH8m1F4hCrXsSKKEuHGJP0BXSxmUJPma5Ksma4Vz",
-	"NB6oNgaxNfnzPszXJFXkjmK2Yuk4d8J1dvn3uj2/k6BIaN9q2IKzs9nvTmJ82xfN0xsKroFTWPFp20Xt",
-	"oF7v18sGxc5Gl9euTxG2XeToGpEpCFGoQ9e4PyXnlT21zSBH/UtzlLoHT+/AGZQLPgPllyxzMcvpQrqL",
-	"rOb8b6TX1xLj3CxcNwXTyUPXby8oX4+lyhldQBRzmaLq5ovtCGNvsyEmlhm71EhbS60nVBGgCLutHyYU",
-	"3c7sw4aNQFr/lXaDf00Mwrb4XwqZC2mThgWEbgpno3eNOQDSBDT8hlfPhDbI0Km00NqMbDMnvJ4AEOh9",
-	"xMu49TDHt62XdoW5hEzuHW3hWQDolhCBjkuxYQIFv6FkJTWGFXD30KMyjKfFcvTAY3sCO0CCMfRUkYxR",
-	"iT4A8+ZD3J2VENnyVOpLqoTVONAOHSTzIXZZwYqbALd2IlpZA8kk22oJreYOFcl6G0+nBcA6r986drcF",
-	"lTcs6V6iw5hYK5yhUaGpI2HKzGgNDmp9UK1SWZO3h8F/9GS9pXYTUBBp3Qtalc8CQgReHjwNqPWRpMmQ",
-	"RDa/OSId3Fo3JJE+I+crRA97cN1wxKPivCLSsSU78GFMtjAvokUhdMLGSKf8+ZJIxkikiRkUxRL5iEcG",
-	"eBHpQO2XuchK4Wwm9EU56fe7qJuVkiduQuMYLN3FqCqimeG9hLwA5C6VpnoK6eODZzy4+eTKzcYcPoZd",
-	"w69KBq0NqdfI68tOaO8sQutzyhP2qWX0Plwa/VYRMIJXTaZ8lpnne146GGepJkfpssEmyDhmU5vbXKbb",
-	"ZUAKY8UU+YPlAhmHJ68uYXu6rJE+opN432SN1q7lG7Yel7m/O6pe3bB1RQlCO79/w6IkMvvV0gOEmWT7",
-	"XIu3+IIPiNv0Aarx2K2qOCROTcUQPhRVBkwJgvENW4fEZvtw1GVDMEuPF6kEuxIRObEFH2vBEI0m7wYL",
-	"tTn+6tr7RSyWpxJgG5d3UeRuN5lIIE0lCKsJTlhZsKybiNjtnJyXsEi5Ytdb0jIxZpawT2W6/8Nph4nD",
-	"2jcJ6s/W5v7U1CQ8SMhPsuDZrio6R9YQI8oxLPSZNMaJx7M4B0seHh36PVu/E4o+IIWoEo9YxLSAayQ3",
-	"vmhyw9hSkjuR3xjR11dLYGzLFpuw8koEpLE1nZ+dVGo6nvVPzvv9ncUwN7b7A7urBs40+PXb+tSr+9lS",
-	"G6LYo9kz9dqVDLEqoGnAKJVYSrumaoSngvBdtNZwVsH17WF4GxEGOxJ9qs8XhSk+NgAZiOD3zJspq3GE",
-	"aiE/YW0h+5CAs31Ye4NtR7MwLRdF4Bz8X5FG7chb+SfyMq2nQogitxhdbTdsDYrT0l4t0qEkN9cYYNlt",
-	"iwk+Nqbh0b7yyFu6zgRNthUQoJKkWtlgUGGYKLHL3LxDaFs2TYmVsW9ZJpZsIwNnxpQsXO91AbfcD2QR",
-	"3e6Ja4Y3PUEKrDt9udMtgPfzmx9XaiY0ZpgRHs1u7DE/nNVY4dNDEZxq4LaMaEhsfTqjYpuiTrP0lknj",
-	"RWhZquMBZTH85sFahQrfJqvyjmerViWoXwLYLxJDJYjeF1Uil6TjCMYkZwnFdFoweMQrRahbhKPriUg3",
-	"JpiNnTslrvxcv1nzKre7YGouGi7iP9+/f0vwgZCYa4f7KgpucMEP4DH3nnbevvvx5c8vXoXkw7vX71/5",
-	"nQkmWGH7sZnV4dPljtHEvfX4Shl1e2aAQcrO3+Q4yvCXXYTHRne2gckugakuLBWR0M3Vo/ahrY1MtF5a",
-	"pFkiaarSfmXMFWUVdI8uhV5YT7olOuhizWXgIQr5N6mSyKAh3Nvl0n7/3RcVbbL0lmlN3GOw/l6vkbMU",
-	"PdemXCAv6wX29ouw94ekvS8i0UylfgBPUdM/pjmG87WQSowubdhk4Rsvd7hTUkEseFh9NBv6taUyWlPY",
-	"YCOotscXul1Zrg5+oQd/9A8uxr2Dj///f+xOy08bIrBdEDQGNZutQiEfLTJB7vwN89gojeS8TW6oKAOF",
-	"uWan9o9P+YvHGBG1eX9b9A5gOzhMtZyhd39/+2KGNX0hT5VivPADAnGiBDO52uuGmZfe/dCKVDiEbZu1",
-	"9Iatn1nMiuc011JNLkPIF2VZhgSULmmuGlx3MO8eMPZRlELDyZCUtCIf37N1UxZwoaXp1T9W3q5cmgdK",
-	"3DjGLueLieJ9mgVvc7R4YjQxs9ZYzfVzsKrCxGGCbDXWt+ASO+FgI9AenrXgcIHC9LoZlNYkQGzekZY8",
-	"494XviRZvMpTtb7WB+BUnHzHfKpxrcJnUQPd1JUVuS0oW9SshaWCcaME/VypJRiN9VAfci/Pb5yp9fhY",
-	"mHoqbDViip0RbOsZp1C9N+x3ms7AIQsnZp82pc+HRdC6Zm9qzlI0p4SVsEr4EVqDTFhMF/qajHhhNpAk",
-	"FysFpbkx/bpTGpyLxPmrt6+7oWOJLh2BnTuP93jEk9T4hSH5xbykiLUHdMPNwnKWj0EJS7cm54iPOGbi",
-	"GwXF3DDXXQ0ByBrZiBRlw4pUkrm4M2KxptA8AZtNtU+KEgCO1IZfwIT/+AfUEuj94x/ktcKku/wW0hyL",
-	"/J0slYpxrTBF1XMhBwewgQOaJHkUOtF8Ix4Njp73+r1+bzA8758Pom5ocvgMdViuJlkal3YC9DtqXjLD",
-	"sEynadSSxYTqMb979Z4cwpS9NV1kkUWHUkNFeHSiwzmjmZr/ASHY4Jj/A5+ODhdM5WksI0CeOE8nUNZ8",
-	"xMVSwqhdA5erlZprsOCRRId0mR5GiESmNUG0rZy4c7RYVDzqkfdlVfUFTRjsccRLqCI0Te11ZGwmAgCZ",
-	"buGupLYnwILeMAwgN7lQGtFTBRW7zOhvf7zWUFumh+7wUY/YgvG2p0CFtHRshequQ2XKb/V0I47ktFsO",
-	"VWRqegrGD50UKjhctM8iFdPPSzk236Cre8TdfEjs84AhJfD6SX8ACA7zMa3WpUVuVkigJpieVkLXvbJG",
-	"vTldY+yR//gHHAf4SbUcgcEaUjmoZwo9Ub4mc8qTjOUkX3Gp91M25dH32ToqRxy4T0ioqdKp76KYkhya",
-	"rIDHvqj+brkpXOyTft+k5TT1nRnxd2WjnNRE7VvJ0emTQzp6rKgaFRhZ1NaykN25Zt2QKocLGUKeBcxY",
-	"tqnU+AWCB5UkAn9PpMnojKlSBBBcSwAjDs9ZGd0MkcpSIiAvYB5cuVjS31fMphpcQowq/mJbOJkVQ3Cl",
-	"XTIkYESfR2DhGwUhGVnr3ii4jyzlYNCdUCL5KhAxgpEiggIQBtBkacyM4chwq6sljefs4KjX3+jBcnd3",
-	"16Pwc0/ks0Pzrjx88/rFqx+uX8E7mvOnKnP5nsPigjC4ZblE7jeAKT4d2OcOoE2TU4kajhB7Hw3hgLWS",
-	"OWNjeG68oJ9sVpWJ2hwvWW7LVw/6mimLJeOa8w6D416/d2xMojCFQ0z1x1lTNbsfl4xDtJSIVwuQ8aYF",
-	"9wEb6GSVZppdmlwYpE49qBlrKPPrJBgG3zGFFb6XLA5q3bOO+v0tjQzsEp1GBvV93Vfbyu3agy+83N+l",
-	"YMniXkV4C4a/fgyddhXvLa3QQ9KZ1IJtyZKCj/rdDQrcCHBkOKamu+bgpkdVEazB2Z2mAKZAQWG4u7Rd",
-	"O7R4I1l2a67SRnJbWSVnXfCizbPSRKKs8y33Oy5P3wmjj/z6uaHjU7XxkauQ62eeH/SP689oBfyo7OdK",
-	"5XwiMFi76PzktlEpiscPsb/C/cfWXSxqtdW39Q6SEI140h80jVlA8bDSfwZeOt79UtmM6T4MTvEQtr9R",
-	"NCmCF45brasI9a6h/eeKEvHrx/vKPdDAqci0zn2ooL6G/FL4FPL/BIGG2pL5OVOrnDOTf2xzilE+7mmJ",
-	"1eCJ7fNXa3QQVZK0L/qXpG9yW+FSdDexHq1sTn37IoTkG+MEaI/xG10XLvpebK1i5f44aYyj91XdWuUr",
-	"dr9xaQf7baHWDeHvcnOLxN/KY+9O1f95vnp9Id4O6PVx8u3p7J/Pf/v+Ivvl6NOLk9tvzvh/nj8cvMnW",
-	"W086vpCIrqEFLS6p0zvy35Z8IKBrTZuaSYiPqR5+hv9fJ/cmk4s1OTjw2DBIxwZkUGN9tXRmmQutlqBh",
-	"IVXzlJMj23BIPwSBHXKTiLwDTl0jIpVreOIrQ2rMsn9rlDnBpW9/o2gQ9/fDMYRyaxwLK139f/28pWNg",
-	"Yytfg5FP2Mn3o0V91/y1Q550nfWYyYCN8dRG3cjQFioEAdMvGL50J94Aku/sykcOsS3XfbjzQew7rQ/w",
-	"qUTPv1X30Qc2H+03tRot3KstW41Wd9m+1ejHhzQbBYeGtwOlP0X+T6SCfxKJqorJSfUGWfpT+bpZTH4x",
-	"Z/GNqdCCHVPRQthRpe+jSI8Ha2XolD4NC8OpTPnNMzTzxjBkOOLQJRPSsopCS5CCWqmzVJp4KkWcoq6p",
-	"mIf3ChYx4m7YoBbajXlcEsc6b3KloCY4F3dE8EvoQcxNlAqYO7H6hR4QKJb+RQnIfEbuTA137pErezuf",
-	"yVqoCxoSPWrFiBu9AoxCPrXALbzwCL1gs+RSMAjc4keVihW/BstVHs+pZCZxiyeAGFvI0eb9/5JthL+g",
-	"+lErxrZJvf2QbKOm7AltzQOO/0Ie0P9CPOAR7aZrwejOHi/y57R/fcT/65z9cvLpzSD+5mz987H656l4",
-	"238EiiUtGlYbv1rz7f+qqD2douYCvpmH+YTVw8/Opx3aGnbfkBuh4UWOoiu/KkY65maElVY5UDoJCx/J",
-	"FZPdHnnvMh+69uYgVbkArqTOBXYpdqZ7yFfF7oviJEK5LU6GflXpR872UJS8/o2t2NECYrXiTn8ewvw9",
-	"j7843++Yan+4++mjL11SBPx5aaOO6lI35TPXHyux0FyIwjPWTRNG+AVhN0LGPDTVpCJjcLKIdLkhH/tr",
-	"TBU0CdlbMSpy+4jkTK4WTKL0bPF1xPVkSwbScE2QxrYHWsZHH/6GAO2RgX8GAeKJZOBCYDFlsh6mUupT",
-	"aiV3/p0v3r8bpcZbFOKVwNZyGnufUpw41Jz/wOkusqdsAc1UnIZPHZplJh0GojM04qUmi9Z0E+luFE2z",
-	"Tfiqt+jtKp+xshfg/taz8t13mP3fwpB2DR3yWjz4M/TGe7zFzTRoOmp9rbGJrEe+L9rIQlOspYbeV1Hq",
-	"y15QQNHKBdhbkDKFleoiu9vatazTbbushUgMsAce+zSnK6kghrJij9Zy+xolduzDAInXa5aEBjtgmMS0",
-	"7LPBQDbqsdLDr8m2/fDLua9pO/yfcd1LA3vZnndQFKKwRgjjt2cJBLp9QxNi7ubQFhQxDTjidTXBduga",
-	"ZZyGu64Zo38xPCltO7XOvE0PYifeamUkrKhStEgzNSWGg8H5cw0ojIsP9Md9hJZKP9sdZnC3o+1XFWDD",
-	"bt6OLD1OBdhbyDhEKgQFJR6rfHgt/j+t2OqJBJUp0kdUZSEiLLSu70uMCpsJoua5WM3mprSFytdkSbUy",
-	"DDXyyDRncm6+n6ySGVM+L7iGSJWaPlhf2LyXD7h8ZePle6M1/B1lnN/1SX+Vcb50HIBGzpbUpCU1wBt1",
-	"iAbGrfG01RtctD+FhqimE221BWqIEd45ixlX2ZpIxjjKQ0MSAZuNRrxD7VCmjSyVtoss0AQMLc+rTYa7",
-	"aFFwShPWSMyIWzmttESUElvpLISChOQVjedoYjV1hCh0WDX3vji5op6Sx86AMpjTR9MjhnkamCPYi8hk",
-	"DcAiIAMSCZyIDNMtqbi1+/QvfUJhyVKQsNEH9bHaU7YmxwzcCIWTSofYJonHJ9+YHRab3svBX2+02uCi",
-	"se1Vv8ozFZM18uDUYvlfK81U6NfhZ/hf/2Lu6laKZmLSbXU7023P1Lwrc7lgzHoEe5GwYdODII20uYaK",
-	"pl6bZTuKmAbUMkIstSU4I7EpJrxJZpxybE8Z4L5N5Sgq9w0q5fiwxEjweYSkQI70QKMgTUbBcBQMhiJP",
-	"WH5wMQrCUVmscKRHGUHhAHjsCH93qhHpJ56fnQ76/ZM+dKQy44+CoZ0KqA68bqnOCELMgkp5kxcIhoP3",
-	"Jk24Doow+IBK3sF1OuNUrXL92LtXL69evH/10q06E7z98fr9nr5mt/6ggZRHY2xermKf1OEyoyl3C66c",
-	"9Pv3Fe2uNdmrVw5syhyxRQO/Ur2S6pnrBmmMpr7iF6N84ecmVrQtYNMQvi8dsNlMgaXtcOwltx8qKc4e",
-	"jdA4kMAZFEHIFKTrRYwn1YQIm5RHjk5GfC5WubwkIJPY7tg3bKnI8YAkdC27IXijhKIZJpuynERO/92I",
-	"YNvdodN+girMwMbgNEP6IAMS0jUKR72RUu0TMjTKqslMxCgf/V7ReSjUYqmpHj9Z14EQWs7T8ZkToeuT",
-	"KYjRsYZC1y444ibnc8LQZwbdzrs9gh2fy+A3p3dMxqZKy9M+iRbcwm7z6n3R+hqaHrcw6L3iTVgv0z8Y",
-	"pg7jMTXJxtWOym5CnanqaVtL79dy+vFic9Gl2wrO9WYtg8F53+kTYgqTgo0iGA5ObWZKAtFTiB/4p0G1",
-	"cYFcEOrlfi1hiScQhKU0txnT29kYOkUd9d2mBEc2Lkv/fVQ22q5JAybgyhS3r7QKH5hG4E0hWpXG3xbm",
-	"G7OcVd55iijjopn33xvie2sueCGbGHjRQ/4rD/dqLiWA/mLtxVbMbKWkWOdUKiveqTmVltZDwyqR29x/",
-	"aPwOd6eLig0kyUONAlvOwzIpzVzqXQxliPVBTKGFvEzhXzcWPB3xVA2xggc0z4HWTUrYFn02NAl68C4g",
-	"ZQkMN0XFkm6PXJm6ABHkigPrH/GyY63beqbftaIEyAODPun3+xZQ9hcxQ04nBIS6qGbjjROiYY5lhwWn",
-	"sIDac7Rra2JTsCU/gxr0q314d8lmT6f3NbmsnNK3Rce0pmc1DwhQ2xvYKmOF/jeo1Zo1yt3g9ATbDWOR",
-	"uuDoolLSfjioV8itsaPTC8soQBc66vf30IXcirYNZNQealXx/0pSqwbp2Fzzagngv5iumujpg7Lk+Jdx",
-	"b31X5IMUzmJvTfftCeG2qgvQKf0qS0YcKOVEGBuTHtRaimw5bxsbjvEElV+gFRhmNIeotUAz2S0l8CPS",
-	"6WtCjdXuKz0OoSB+t0fAXm326a51OOKUY7VwsP+bojAXPkILDQBYtczro3PVG6v6H5+hraQVRXDbE3gd",
-	"bXtmgdSyKH5Rx5PAX4u9IjQPHAHYn6ugR/p98OF8cdX/9OL09ofn+fdHyzcX8tVJ8t3Z/F97+Bg3WhQ0",
-	"UEJA6f/GiQh7k9GT/sXuF17YJoR/Qz8hXLMtCSWP9BoqY//9MlT1mvFEOu0MTXkeV97k4i7UXEemCcq5",
-	"4H526siCADssnX8jbmKesfUUNm2Niq6tUY98gOpepnXnkKh8xSKi6Zop46Xl5EvHVA+1aUyqoJWNqSff",
-	"Q6yyBIpOpfr2AMUMTQcsczrdHnnheA1M9DRcNGfonBX+BMwCsYYphcVHjFRcFjJ65oT+mzaqPpL8nkn1",
-	"ROHRRX9YtDsWUmNh7R4Gr35+tyVKqiJGhgHUIQuGJ0e90/uHhFpDm+KnCJpwrAe2dqfdqvncNmiswZnZ",
-	"2qfStzL1hk+l7/pU9AVt9KoMzvbxqoTF3O7McDQjPJtwVJwwPPfq53ePc8YAXi7kbHw6PZr041N2kQzo",
-	"yeR5fM6Op2f0KBnE/ckFO58+p2fJaXwyOaZH0wHrJxfx+eQ5PZuespPkOD6a/PkOHlNMD4nOA707D0V1",
-	"00Taw8Q/2MCKjsgNRZqwLpA0NCzbVtou5bIo/DWm54vyas3tbItvwBrgUbLe3BxjY8zRwcnt5uGFWeXQ",
-	"2ke3OWc8TUZLJ7cxqjhVYqtq8dCkwoduW9oRt41HQ1L09AzLBrqdStFDjYimB1K1BWAUGkhgTJFcxfMR",
-	"p5JETmfAyHhIKk1Ha7U3IdqnR15h30/UYOBiJ0Onxq3WZhKnkTI5K+qak2W2kuS4TxZYWpPMxSoP7eCS",
-	"aVlHMRNaaA1QUo8Bfgywj9k8KSi/C/UhIcipgBNUyIWm79NMCOj3DbCwJ5AIhoX15lr0UXO2uDQ/GZ2R",
-	"kqhoJhgRUx96XTrGVkstUB31nV0Ve68CBx5/Dm60Ee9gbKZnCnC0dV27HJjh3FErHXcB7qBFII5gnPtG",
-	"y07Sef329mxInJ/P+2SSKtntkW/KOqLWhVUY/FKpLrXANeIgQkIvVI1VtnlvkwGwbE6Ml+Wvj6Iv277a",
-	"gud7vKKJzT4vFE3H93qrbBHa/p0XItnvBc3c2r70l2YR+GyUp+dal3da2QZH/eNevzcYHEMVVdOF9teg",
-	"SvSCj3Ux2eoqRk6+OB9UW8UG8mZ8/K+L2e9OG9BKlkDZw/VX28KqPqnTwSpQ8diULoeiY4kAsoPdVCk3",
-	"WZykeBHbWwUGokbEdSh0sMXQW2YoXJwP2tsvqk2ft+YnFM2e/wdX6DHgYJZXOAJCIQlskQ4OPwOtNHUN",
-	"GjPNy+bSG52lTfe9O6fXumUKx0fPz84x5m2/Vutdb756lWo9Ogiu4eZe/GKbVdnRbHeJ2xQby2zc5/v7",
-	"LdfWafIb/E4P8hU/GBzVGl03UQfbvNgG94wtZy8JBWjPZ9NB3Gcn7OBocjo5OJmcs4MLeto/GEyP2HFy",
-	"Ep9Ozmiwk7QctSEtRb92H2FpXq9LY4qZjcBlnpakB7+APdl50dCY4jcsS9NAVbbAe0/yooWidZNxtGzm",
-	"/9UrZAiRJhNplRg10KIWlQoBvtsC3wzV+hKBbyWJxDrljYTxGixuB+BLN4J6JwINHz4d4OtRd4gudc7u",
-	"Ntr1+7KeCIX6XiSCRyJzSTAjIkqTokZ9CSOrBOkHEqpo9REYzzSk2MoBorL5JbkisVhA/fQs5Yx0oiEk",
-	"SRzQLL1lUdfaRkG1yddkcGqLjfbIe1GkyUPoHCVJKmPBOSY0hZB1Xjrw06TQLo0VdMSjN1SqAyDzB69f",
-	"RgQNKqRDJZnk4k6yXD4j8DMKyaAgdYfFntOizHJqlGiasxGXKoXeT0u0rMLBmUzdDyZMLjXGVDg6U8QN",
-	"+Z4+PitQFPEKg74eFarZmy4BjIMShOKTrdLaOTm6IJESYrygfD02b0RkwtaCJ6bAj5kT7OB3c8YxHtGW",
-	"k5uvQA+84z3yjRcEMeVaVAPgUk4qDT8MAIdanU7MuDgbbG3KVDzvdDV2Kka9FTWu4fHHaktfdRuPbuMJ",
-	"+00qIS54i0sTjKpdsLQMPcFzLslk5R5VYlDc9n/9g4uPnwfh4OLe1/pvt7K0QfMqklaQJkNycX5szCBD",
-	"3M+Ia0o1JNbKfXF+HI4CMFiPPAGFg19a5RNsM2gbGQZ+sE1f4AcQt0ZQ4W5UiDXw+X7ER9ylfHAzSiDW",
-	"QdUQmadB8ucKC0cX+yaIJlj/t0qhKmKbY+op2Zglfgu6JpM6/bskcSagiamJq24vhkHvEy9EhcDwqw2y",
-	"i623NefTc/f+mrTv2w0haJdGVhRY3FoT2cbu7a53fG3G+29U6th2sEMBbo86x0772bLq8R2bEDkXy4rt",
-	"YY8oMaer4VbrQtHX8H96/V9ZYJTFY/vNlqq/pqhu0dIQ1f9qr14QPjRxuGHrHfFSDWVur60h6sHu661I",
-	"sx/KfMHqsqYRbptqsfpqPMcOtqUK35/87+eL/zqK35/mH87Xvwzoy5PpP89u3vT5W7eTRaHxVxrptrme",
-	"3qYZe1zPB4G6scpqrcPwDVt/Lab6lMVUC/vvJkGosbXDz/jHLgOjcRr5zH7OHX+Uue8JmMxR+JT0Yjv2",
-	"frUubdbU3IJ3e+epGbR8SBHNHrlye/JbcoNVJDTBQcHP6dXvtulHl22lQUunfAnkWahLX3jMqfQ4x02T",
-	"NDnikVWKuK2xaYLJnASLxhqZj2eg9l5BTNTeQtZ+ZTEfuKovJVM+5XXXp4wFCb7G3nzpejr6UEPnBmMx",
-	"v+LTA/nbYUIVPTD9kxuZ3VuWO3EmIRG3LDcBLJDWvF8uNL7THRYhJiaWhyWkg964biU4x4k5KckLT8pA",
-	"HVk23NDK/ohPgTBAtphYUKjE27GDmKo/v6Fh18TqmPKiZcAt7pbReI52TsyIHXFN6NgnGqsQfMwmKuey",
-	"bPbopnQ35CrjzXpJFf3JwP3L5is/WundmjBbLa3zOShA3tbHZqr0HLeqr5OxW5YZj17KZ0/qogsDWW65",
-	"yesIf5vv52Bz1fAtMLjI/S1wEyoHNQ5XJtr2w0Cj4NjiaTA8LltZWD/h1kTk9tGYDuo10PecLUX+NYWs",
-	"mpXrtprHLuFfRLTbQq2RxW81umm90Qb0Gfublg40u+BC1VIEyfda0HtIQ9tLE+6GajhRLMtwIEKXNN9q",
-	"5tNz/sntbvX1OUcxySpTrv3gp6O7i09AT9vIXPUOnPjMuc+gARRtJXekhTYty5g19rUCfs/W27JFNQ59",
-	"vdibfXXNdXmG2s8X0Ne2NuTl7G63RRHlnAW8Ul7wZxI7ZeI914sfccTRatveVgmVYdETG+Np3QTLEYcM",
-	"yxDMnxhKa4OAJeMJyyWJKSfyLlXxHIRErXQaVWFOy9Sf03KpQ0JHPDfpjG7suN4lGF8/qXmZqUmuLCmC",
-	"8TO6DKsJpTds/cxVS506NltV0mqM9oY2uiVF1N65L5geCmD/y/JD9yCwhQEXKOqrk/z92frn8/TH/vJq",
-	"IF8eT787nf/r+c2biz8CHwHelXR6/hBh5wd2Vx7RlrTR/7b21n/fnFGXYO+r92rac/j5hq1b9DK+gYL4",
-	"j+9kfEkebjJD+pRjE2MPfWpoklylTi17JJMOzaTAAo+pIjTLGU3W5I7K7lczz5/SPrkRox8ugYQNmL0t",
-	"YBGux5OGK3qB8Y7RpIAFhI41hVhiU+kslYpxlqMSlomYZsRmO9rYs04EAkS+4hEEZpfZksPDw8HR816/",
-	"1+8Nhuf98wFIZwbUvgxvLdeIaXFv0dKU5kaQLoBlD2kT0h+gY5SxaDnXPxcrqLmKkZD1qoMLrDiEtowi",
-	"P/rq7euuM2kln84387Z0OYjwxPGddDln9DL0w4M+0MO7DGC5evvaebPS59uHe6kkemznlYJ8Sa3y/L8A",
-	"AAD//w==",
+	"7L1rd9s2uij8V7D47rUizUvLkm+x5XU+uElmJtPuNo3d3XNa5YgQCUmsKUAlIDtqlv/7WXgegAQpUKJs",
+	"p83eky+JJZG4PvfrpyAWi6XgjCsZDD8FS5rTBVMsh09XU8Vy/UfCZJynS5UKHgyDmzkjEWcfVUTElKg5",
+	"I8uc3aViJcmSzlgvCINUP/f7iuXrIAw4XbBgGFAYLQxkPGcLirMpxXL96P/9tX9w8eHTIBxcPPxHEAZq",
+	"vdSvSJWnfBY8PITBa0aT75h+/j2jUq+jvqwfeLYmCaMJyeA5iatLJblNeUI6Uc5+Y7FiSRSSaErTjCVR",
+	"l4ic5DAg6URzpZbjk35fP6DSBRMrFYWk1+t1m/aEr1Y2taAfv2N8pubBcNDv+7ciVcqpXvbbxH+8SfnI",
+	"C0nSpJh/SdW8nD6pjBQGOft9leYsCYYqXzF3VVORL6gKhkHK1dlJEAaLlKeL1SIYDoolplyxGcthjW94",
+	"w8oYT4pbZ3kqEtJ5//dX5Pj4+KIbErhjEklFcxVdkom+kCldZYpwcd90iIwngXetCVXsQF+EFyLecrlk",
+	"sRL5K5GwBnBgXOUpk+Q+VXOEhXua85TP9L2zPBc5iUXCSCdapFKmfDZmd4yrsV6ZhoKU39EsTcZSrPKY",
+	"GWDQ78JYBnDElFC+8SzpRLdsPWYfl/pGdsCRXsSeUFRs/41e8fcwztYzsNgAOyR64sYLKc6gaU1HO9b0",
+	"w0rFYtH+VgQ+37Qg83NlNf+Rs2kwDP6/w5KCHeKv8nBjHZXFXaeqxVlpXGJSSSL1cZVLlanS8KLisYy6",
+	"IUl5nK0SDVFqLiQj9/DvLVuTVJIVv+XinjdtSw/12BO+BihreeUIko3LgF/HaQMWblCMvpdiFCu7YVK1",
+	"QEkxRUh0wSBSTKqxRoaoabHFE3se3HfpIlV+krYQUpFUsYUkFDgYmYsskU0ryGAkd3ZD4wyqLuhHQ1n7",
+	"8HE7ob1OeeM13s+pInO6XDLOEkKVJjxIYeG0NGV0qG8zlOkZHkFgEcSaWBRCzTbuJO37z8mYrjVraViR",
+	"/qmROVW40dEJmYtVLsmETUXOSMR40ghyMO5jDvAnrtKs1d2aZfiu9bJgqvoeGxe5grn2XuSDvhu5FFwy",
+	"EPm+ocl7JHz6Uyy4Yhz+pMtllsYgahz+ZuQv9pEulhm+aLif/lOuFguar4NhcEWmKcsKgeE+F5pO6iWE",
+	"wR3NVgwn0bQimNBkbGiuhgImJZ0xgCkjkpIRot4oICknsH0yp1LzXuDkQ8JXiwnLyWIlFZkwjTCA2hoP",
+	"4T6UEN/RfMbqi5yIZE3EHcvJ2enp8RmZrBWTviWKZD1WQowzGMVdpd6eWT0Ol0oCT2lcpbwyMJx6O0b2",
+	"Rm8MX9iEdztfKgkXighuAOjq3Vui6C2Tl3DqZpHA8SV8A5fSCx7C4JXg0yyN97hs5zhi+7J7EIj0ZEBo",
+	"ljOa4BWdkiy9A64oL0nO7sQtg+VO01yq4HlOI55TPmPkXqyyhExyRm8JJfkqYxb6pBI5SzSVUAw278jh",
+	"++1/QlU8H8v0D2ZIfpwzqlgyBnQ76h+dHQyODvqDm/7FsN8f9vu/aKRNgKRZZYjTbK3SWJJ7NpkLcatR",
+	"N51p0XQsWZwzrY/9+ilY5myafgyGwf1csnj8n9NvfwwePoTmmPUzA/1J7wn2sMqlyIPhALigVobGRhkK",
+	"hkdhkFEj4MpgeHyKnyWLBU+kfkfTAmDOwbD/gKOuJKDgSrKkpB7lklfLxLPxlzeDfrnxVZ4Fw0DrVnJ4",
+	"eKhflD1zmL1YLA5VTuNbukzbw4F7cQ3Q4GhGcNd/F/kkTRLGHwXp0+LtKs6DDoBIiOCnRa0FU3MtD1Ke",
+	"EM5YoqUKJW4ZKAoyFktNCFPFLo3oyxlBXSJ5JkyAyV5IM1ciGNIHmmXinriLhpN5y7UOTrNHHUxqX3bP",
+	"xX6JZBmJkGS5pq+ZmAFB0F/FGqqeYctXZLICfY6SCU0smgPtviwnAoIsZjOGhO97of4uVqjk7r1rLtR4",
+	"Cm+723ZAjlzAieMzz3KpOUMyT+QqBmGZz2AfP3G6UnORp3+wZE+ObTTTGjPkxHyPYOThgit3yjoPpMki",
+	"5Qbc1S0dn0//dXT7Y/8PuHU7o95hyn8EAabGivFNPcScGR5vZJU9FuIsQhKaMwT/OGZLxRI7+E/vvyOd",
+	"VBHGE0lWS/11Jmaye6kVvoRcmaHh/IbkG0ZzLYKs+v3jGEaGP1GzNLaD6l6+F9UxyJzRBAxgrfcBC6Hc",
+	"PdThHgt7OuB9LwhIdZVr7ZjthmRBMy1ksiS0mm5YQA/Y1TSjT0L9NyjR5cl3LfDe0TSjE4tde+Lhynm/",
+	"DohABlAHLx7SsofK1ySjSmsTz0JscZ6YcoAxLu9ZTvJ0NgeLl53QKm2MvNefD8CwagBCE2pkwVq0x+8A",
+	"P51HN3WIa3yFKEHuaaqsAgHTAW1wN7ehRjmwgYZefb3Xml1szhRpzhTpHZJMiNtLEgH3Kr8BRofsT0/L",
+	"uFbefg2AoYUBPBx82NA8Qpz0BojMxqRXFaAPwUQgVgqOEL7SMy1zsWS5SpGcuTJYO+UnNCRQ7vUO6jgb",
+	"amv9jLVwJdVYC057Dc+NIW/jBysJen6S9ua2QbFzx6j1WY381wAsP4W5T4B6ZqaryLblLYrJbyxW1Vt8",
+	"BQ8C9iZJqi+SZu+cK5rSTLJw60VrcMb5Nu/X3lXKxwldy4rd5cI1uxyfnfa3W6vKU67bjRYpL8yu4fMf",
+	"dOWM25ymx/ZyRTi7dw9t86jgx7GyqLVzsYiEoCB7sbEQKkMi5+KeE8GztZVe0a64afxw9+0uyM6yffvf",
+	"pdJj5blyGPvmtsGEV/ljj53jUmie0/UmfsB43gVzsaDZ2mfjYeh2ElOyzMUkYwu0c6ZKklisuAKySYlE",
+	"RWiTnBkL6gYMwsv7kCDJ8E7b0Z+M3THQBSwdNw4TTdmBD/pIecF6fXSLamzyUa2CnW8eHfooSsOwPcKO",
+	"temc9C+MOUWfcKouCSWZ4DOWW4UqY1NFxEppUaN2n8Z8jFsNrdXSbsIesXt8vrt/JTiSuT1Jnt5fbN8F",
+	"5xGZppli+SYQiKV7E6kMwiCVYy4ULJIrmnL9ndZHnI9gr5RjfXrAj5Pi7wVV8ZzZV8pP7GMqlf26+JDK",
+	"MVss1dp75fZaHQp66rG8O9LuJk2Bn4jGTapFRrjuDjUCf2jNeSInEyEyRnn30qhVOcFFhqRcMOCTXfLm",
+	"nZtLFsuGuzRIVV3kP8U9WVC+RoVLK/JVdT/x4W1b9NwASv2ib3GvqaI/rmiWqrWPHRSG+IQqSn7HB8mS",
+	"5TVPX42d8mQPOalwCLanr4Vb0i59g8qGjuepHT2T1vjf0gDvnm/Fy2Us+uh5dnfnPf8i9MArqOIpU9fk",
+	"RJI0AVBV9NZz9lQpDaXSJ5tbMuujmI5f1vczxjTsJW2CAXb8iBc1b3Npk42tCOwyvEQjL0I3NrkB+70h",
+	"4EBv+oUky4zGzKqQeOaZAEVnX0zTU4VVJzdsJyzDOfAOwvKmNo/KPe/tUPPOsMY64oKrUUwrMStPlWoc",
+	"WPXgG2cflef0W4s75ejXLGPxI5jfz/M0nld2rGm6cRMtGOWS0CwzJvvF5mnk24J/nGAfC48hwVuqBPrY",
+	"OJ8yJmNHuAWAZ/US9vJbwgRv8VX0Cm9QQusGbod+K+tZbEkIPTeZpXcsX3+zim9Zgz8VOJKJo9JC1QSe",
+	"bWB5LSATZ3yFTz+VmhsKbub+sGWLr4rlVbf4ytlelXqDK5AaF/LmfhMc2KecvbY/EaqMqy2Xihgy0opY",
+	"heX4Y7AbjcGo05JDOkbdjZUxxRIyWZOcKcZho8ZqNGEpnxHJlMpQpGkxkaHyG/O8Rw8SySnX0jfpVCLy",
+	"iri7trOAYMyScewK23u+KNkeCpNiPF6P6d1svJB+tKB3LNeUG/z001wsSM5ili4VUYKYu1tbp2NxlybY",
+	"5ZLQCQYUzRknXKPVPZUtT6Ngsp5Tn64k3q6qer9AWp4JkdRvooiG7LaeXd+sZ/K/w51aIJdEzaki98yY",
+	"I9OWIFVD8BLJmhCiXJHnur2gE3rElBJlttGQt1KuvDx8lovVUl+2Hm6Vs4JY6qFAJUGm8xRFYUP+ri9i",
+	"yu4tvJUivyR0OoXNQsiI5VsbrKTOiVDO2c9osJ9NdL+xmzh+ycThr9P+cUhM0G6o9WuO8sk4R9QAXu8b",
+	"H78oJVkr+hWg8mEXL0oL17gjQVobgnt1lcPdZV6ogF6DOaweJ6wffQYR0oX5x9vG7DjXNjihLglqCkFr",
+	"Wyjop1TUuERqaGMiHOrDvYG3EPxXS02K0XDk1RpIKi27A/oIj1ZCBloyaje+oiUClBEYni1wJR1nEe6V",
+	"dCDAeG0U/UsjV2RAxqk+w+UyS1mCLEXN2Rq+zRlN2pL2ShyIzwiSQeDWnBGR6WOy8jl4de9pqljiZWyp",
+	"asvatGaCdH0vNbSIV2k4S70ELdvoS6ZcqLkW7PYQxuo2GgS+yjWWi6gBxC6ckLsRWiqqUglhQjtkUpTN",
+	"90dyI/97+ICzkvYGmr2sSrOc8lVGc2PXsgR4kfIVxEXPxUqfdUL9Fsi91AcnRqrNsSDNAo+IwtCYfVSb",
+	"DVGmcpJ185N7DHbCsLhQu3A/NFUC2LbAUulBBf9DzhKtAdDMQ2AhTGi8zNM7c15mWmOD1fO68W8+C9Yk",
+	"F7eGJLaXO4zkNo6pYjOBCs+m8+MRTl4klXvElP0dX9hHrmn22jZ6P+rBfvX7M0F2QxM+BU+haK1fLdIT",
+	"Qi3zo7N2aJlGrulwEV8Z6q852K6BGybwE1gQSKpMwIasCInbDuoaF34NK/IadVPlP4siZnGbGWXzbDfG",
+	"fxQi22DG1lBwjS9Yr+hY+swkU5Hf0zwZaq6HzMVwaZsBIpmCKKNUEs40CQcHateRRB28UmKZxluQpfXa",
+	"b/TjD9XwzNampTxrBMaQFBuGSAyaz5iq0hY3Zmu3Y9iNPDAStLmoElwq9KZCAiobbEkonSiFLPthCkG2",
+	"rekCyxINEZ98Tn2YdHPyD+E2uuwGPPjW2ej/rwmrdQNVhS+0DqWtU6VdRAkfNsTpsbEB7mJ33J25gP0s",
+	"zjc24N1j6ANyGlNOJprEqkvCaDxH1V2LzxIgWm9KKwspn7Vhl7sQB8NwMyGWExpj8JR5m9AkyZmUTJJO",
+	"Xhp0TJRLA82o8uKG5CaTaOW4L2kOVrqOkxMz6PetLbzMX+rvMmw7vL46+S2d3tIhmQuphktRJuaYFyr8",
+	"xjG/H3vN76X5/LTfTnSoh8vxBCHT5pxBml60kizv1V5PmYyIcacjINtxW3kKniBuPDIqycoYNdaUZgzx",
+	"NElzSMxbG12XQe5Ttibfv/7X9Q/fa10S+X91b143iDd1ssIUMD9SxWPZJQL1btS7YpFlsI7aVEf+mUph",
+	"oSn3zN6iudKZIHOWs0sCEQDGmcTQmFDmP34u/80TxYtdh1oKFf4zJR1HvCB0RlNed2z5wzMKmcOLvRhv",
+	"uUzj+p2dXITPJ6VskThwCYwnS5FydVmVP2pn8EKSCZUQX7wJYv2WbrE6Wu7PbMrYHiQFQ8hQA9PTkgJ1",
+	"BxOJZi0a4bVomHISOYbCiHTSKZmld4x3IcSFpHzEI/YxzlYJG7tPhsBAEMrLiTF/lVyVX72QJNJ0ItLT",
+	"UQJ4D0fK8hFPOZjLrIGsEx0u6YyN9elEIYkONZU89FDJ7iWJxBKG1CqFmJJUhgQjlMIRtyFJGKVTfnLi",
+	"k0JShCeFxMQj4ePmA+m8f3PUDW28z4iXAT9hEe1ziZFEaA0rwomoNGKo7I24x/xuTqa9zaQM+KoQhCMP",
+	"OWgKmNnC2AY+suK58ieMtwPid8cpFI8+g5G5Inc+f6CCsysVz58q7y9S7uL+YLeYv1XsFCZ+DG25IG+a",
+	"DAIbR1/dw3XBXTZs6EACrXyXOw7HS0hmByGyalRkpWnUGsZNII21wNFYpXcQBI6Jfz7rm0vHTbbwPmHf",
+	"RBkzMt2hyuTrcb7ilWhv74jXc0huK7NirVIqGYfyDKnyC9BwHFtCj/RtQSJOEXt6fPTy7ByDT6tZ5Taa",
+	"FzBmfJeye2dKCyk7kFAf5nsmYaOb1031JHB0YGvXtH8m1F4hCrXsSKKEuHWJP5yuljIoSfI1yVdN1grn",
+	"ajyn2hjE1uTP+3m+Jqki9xSzFUvHuROus8u/1+35nQRFQvtWwxbcnc1+dxLj275ont5QcM05hRWftl3U",
+	"Dup1s142KHY2uryGPkXYdpGja0SmIEShDl3j/pScN/bWNoMc9S/NUeoeOL0HZ1Au+AyUX7LMxSynC+ku",
+	"sprzv5FeX0uMc7Nw3RRMJw9dv72gfD2WKmd0AVHMZYqqmy+2I4y9zYaYWGbsUgNtLbWeUEWAIuy2fphQ",
+	"dDuzDxo2Amn9KO0G/5oYhG3xvxQyF9ImDQsI3RTuRu8acwCkCWj4DVHPhDbI0Km00NqMbDMnvJ4AEOh9",
+	"xMu49TDHt62XdoW5hEzuHW3hWQDolhCBjkuxYQIFv6FkJTWEFefuoUdlGE+L5eiBx/YGdhwJxtBTRTJG",
+	"JfoAzJuPcXdWQmTLW6kvqRJW45x26ACZD7DLClbcBLi1E9HKGkgm2VZLaDV3qEjW23g6LQ6s8/adY3db",
+	"UHnLku4lOoyJtcIZGhWaOhKmzIzW4KDWB9UqlTV5exj8B0/WW2o3AQWR1r2gVfksIETg5cHbgFofSZoM",
+	"SWTzmyPSwa11QxLpO3K+QvCwF9cNRzwq7isiHVuyAx/GZAvzIloUQidsjHTKny+JZIxEmphBUSyRj3hk",
+	"Di8iHaj9MhdZKZzNhEaUk36/i7pZKXniJjSMwdJdiKoCmhneS8iLg9yl0lRvIX168IwHNp9dudmYw8ew",
+	"a/BVyaC1IfUaeH3ZCe2dRWh9TnnCPraM3gek0W8VASOIajLls8w83/PSwThLNTlKlw02QcYxm9pgc5lu",
+	"lwEpjBVT5A+WC2Qcnry6hO3pskb6iE7ifZM1WruWb9l6XOb+7qh6dcvWFSUI7fz+DYuSyOxXSw8AZpLt",
+	"gxbv8AXfIW7TB6iGY7eq4pA4NRVD+FBUGTAlCMa3bB0Sm+3DUZcNwSw9XqQS7EpE5MQWfKwFQzSavBss",
+	"1Ob6q2vvF7FYnkqAbVzeRZG73WQigTSVIKwmOGFlwbJuIkK3c3NewiLlil1vScvEmFnCPpbp/o+nHSYO",
+	"a98kqD9bm/tTU5PwIiE/yR7PdlXRubKGGFGOYaEvpDFOPJ3FOVDy+OjQb9n6vVD0ESlElXjEIqYFXCO5",
+	"8UWTW8aWktyL/NaIvr5aAmNbttiElVciII2t6fzspFLT8ax/ct7v7yyGubHd79l9NXCmwa/f1qde3c+W",
+	"2hDFHs2eqdeuZIhVcZrmGKUSS2nXVI3wVBC+i9Yaziqwvj0MbyPCYEeiT/X5ojDFh4ZDBiL4LfNmymoY",
+	"oVrIT1jbk31MwNk+rL3BtqNZmJaLInAO/q9Ig3bkrfwTeZnWcwFEkVuMrrZbtgbFaWlRi3QoyQ0aw1l2",
+	"20KCj43p82hfeeQdXWeCJtsKCFBJUq1sMKgwTJTYZW7eIbQtm6bEyth3LBNLtpGBM2NKFq73uoBb7gey",
+	"iO72hDXDm54hBdadvtzploP385sfVmomNGSYEZ7Mbuw1P57VWOHTQxGcauC2jGhIbH06o2Kbok6z9I5J",
+	"40VoWarjEWUx/ObBWoUK3yar8o5nq1YlqCMB7BeJoRJE74sqkUvScQRjkrOEYjotGDzilSLULcLR9USk",
+	"GxPMxs6dEld+rt+seZXbXTA1Fw2I+M+bm3cEHwiJQTvcV1Fwgwt+AI+5eNp59/6H1z+9ehOSn9+/vXnj",
+	"dyaYYIXt12ZWh0+XO0YT99brK2XU7ZkBBig7X8h1lOEvuwiPje5scya7BKa6sFREQjdXj9qHtjYy0Xpp",
+	"kWaJpKlK+5UxV5RV0D26FHphPemW6KCLNZeBhyjk36RKIoOGcG+XS/v9d59VtMnSO6Y1cY/B+lu9Rs5S",
+	"9FybcoG8rBfY2y/C3h+SdlNEoplK/XA8RU3/mOYYztdCKjG6tGGThW+83OFOSQWh4HH10Wzo15bKaE1h",
+	"g41HtT2+0O3KcnXwCz34o39wMe4dfPj//2N3Wn7aEIHtHkFjULPZKhTy0SIT5M7fMo+N0kjO2+SGijJQ",
+	"mGt2av/4lL94jBFRm/e3Re8AtoPDVMsZevf3xRczrOkLeaoU44UfEIgTJZjJ1V43zLz07vtWpMIhbNus",
+	"pbds/cJCVjynuZZqchlCvijLMiSgdElz1eC6g3n3OGMfRSk0nAxJSSvy8S1bN2UBF1qaXv1T5e0K0jxS",
+	"4sYxdjlfTBTv8yx4m6PFE6OJmbXGaq6fg1UVJg4TZKuhvgWX2HkONgLt8VkLDhcoTK+bQWlNAsQmjrTk",
+	"GQ++8CXJ4lWeqvW1vgCn4uR75lONaxU+ixropq6syG1B2aJmLSwVjBvl0c+VWoLRWA/1c+7l+Y0ztR4f",
+	"C1NPha1GTLEzgm094xSq94b9TtMZOGThxuzTpvT5sAha1+xNzVmK5pSwElYJP0JrkAmL6UKjyYgXZgNJ",
+	"crFSUJob0687pcG5SJy/eve2GzqW6NIR2Ln3eI9HPEmNXxiSX8xLilh7QDfcLCxn+RiUsHRrco74iGMm",
+	"vlFQDIa57moIQNbARqQoG1akkszFvRGLNYXmCdhsqn1SlIDjSG34BUz4t79BLYHe3/5G3ipMusvvIM2x",
+	"yN/JUqkY1wpTVL0XcnAAGzigSZJHoRPNN+LR4Ohlr9/r9wbD8/75IOqGJofPUIflapKlcWknQL+j5iUz",
+	"DMt0mkYtWUyoHvMfb27IIUzZW9NFFpEOHKLEkGyqiPvEb1JwaDKlJElEjP31cNhRcJNDwJxYqVHgjK2f",
+	"O4xIZ5besVrxcA03o8CaEdko6IYWGksFGa+jEx3OGc3U/I8oHPHoEAID/ojg8ehwwVSexjIC4I3zdIJl",
+	"1cVSwqa65lr0TPpWECKiQ7pMDyOEYdMZIdpWzdxZOdY0j3rkpizqvqAJnsWIl5eKl2lKvyNfNQEIyPML",
+	"bym1LQkW9JZh/LpJxdJ4liooGGZGf/fDtb6SZXroDh/1iK1Xb1saVChbxxbI7jpErvxWTzfiSM275VBF",
+	"oqinXv3QyeACIEDzMBJR/byUY/MNetpH3E3HxDYTGNECr5/0B4BfMB/TWmVapIaFBEqS6WklNP0rS+Sb",
+	"2zW2Jvm3v8F1gJtWizEYKyKVA/mmzhTlazKnPMlYTvIVl3o/ZU8gDYvWTzriwPxCQk2RUE0KxJTk0OMF",
+	"AgaK4vOWmQNdOen3TVZQU9ubEX9f9ulJTdKAFVydNj2ko8eKqkGJkQVtLYrZnWukhEw9XMgQ0jxgxrJL",
+	"poYvQF4qSQTupkhj44ypUgIRXAsgI14gud60GSKVpUBCXsE8uHKxpL+vmM10uIQQWfzFdpAyK4bYTrtk",
+	"IDbRpxEYGEdBSEbWuDgKHiJLuBg0R5RIPQtAjGCkiKD8hfE7WRozY7cyzPJqSeM5Ozjq9TdawNzf3/co",
+	"/NwT+ezQvCsPv3v76s3312/gHS14pCpz2a7DYYMwuGO5ROY7gCk+HtjnDqBLlFMIG64QWy8N4YK1jjtj",
+	"Y3huvKAfbVKXCRodL1luq2cP+lomEEvGNeMfBse9fu/YWGRhCodS64+zpmJ6UnPzRMSrhXFMbHCCUB8w",
+	"XEzH6IXSHjm8LPKE5WDZK2j12yQYBv9gCkuOL1n8L2nKXDktvY76/f26K9R3+1DtdVff2Q9LxiEMzWzO",
+	"F/Pub52wZHGvIlEGw18/hE4PjRtLQULLIfXYdCa12F1yrOCDHsQ5y603UV9v0SXx6t3bEHAfnDXwBy2v",
+	"wAjgcytf5OD8nKzSTEEVuO0Xs9+l2D182Zey9S5qzLLxRlA2MOKJlvVMN7MirIeze02sTSmLwsR7afu7",
+	"aEFYsuzOUL2NNMiyntK6EBs270rT87IivHwyDhnN9ddPDb3Bqi2yXNONfublQf+4/kyaQAsv2/mXyvlE",
+	"YFh/0SPMbbhTtBkYYieOhw+t+53UqvBv6zIlIW71pD9oGrM4xcNKpyJ46Xj3S2XbrocwOMVL2P5G0c4K",
+	"Xjhuta4iKaAG9p8q6uavHx4qeKAPp6L9OPhQAX198kvhM938J8ie1DZXyJla5ZyZTHWbfY6aVE/rNgZO",
+	"bEfIWkuMqJLOf9G/JH2TBQ1I4WEdaI91OiEUwUbfGHdRe4jf6M9x0fdCaxUq94dJY0Z/qFphVL5iDxtI",
+	"O9hvC7W+GV8K5hYp4pXH3p+q//Ny9fZCvBvQ6+Pk76ezf7787duL7Jejj69O7r454/95/vjjTbZiPen4",
+	"gme6hha0QFKny+i/LfnAg65p6M0kxMdUDz/B/2+TB5Pzx5pcYXhtGM5lQ3eosdNbOrPMhdYg0QSVqnnK",
+	"yZFtTQXavZqbuh1VIvIeOHWNiFTQ8MRXsNYY8L9okDnBpW9/o2gl+OXBGJ5yaxgLy2a7KLs095ZsbPps",
+	"IPIZez5/sKDvGkp3yJNuWAfmvGALRbVRYTS0JS1BwPQLhq/diTcOyXd35SOH2MDtIdz5IHYo1xf4XKLn",
+	"F9Wn9pFtavtNTWkLR3zLprTVXbZvSvvhMW1pwfXl7VXqL6bwJ1LBP4lEVcXkpIpBlv5Uvm4Wk1/NWXxr",
+	"avlgb1005nZU6SUrCimAYTl0iuSWNm6Z8tsX6BCIYchwxKGfKiTwFSW5IFm5UpGrtMZVyn1FXVNbEfEK",
+	"FjHiboCpFtqNI0USx49jsuqgejwX90TwS+hWzU08E9gXsE6KHhAolv5FCciRR+5MDXfukSuLnS9kLSgK",
+	"bb4etWLEjV4B9jufWuCW6HiCXrBZnCsYBG6ZrEptk1+D5SqP51Qyk+LHEwCMLeRoE/8/Z8Ppz6h+1Mr2",
+	"bVJv/0m2UVP2PG3NA47/Qh7Q/0w84AmNyWtpC84eL/KXtH99xP/rnP1y8vG7QfzN2fqnY/XPU/Gu/wQQ",
+	"S1q0Njce2Gbs/6qoPZ+i5h58Mw/zCauHn5xPO7Q17NMiN5IIimxWV35VjHQMZoSVpkpQZAtLZMkVk90e",
+	"uXGZD117s9WqXABXUucCuxQ702fmq2L3WWEST7ktTIZ+VekHzvZQlLz+ja3Q0eLEamXA/jyA+TKvv7jf",
+	"fzDV/nL300dfu6QI+PPSxqfVpW7KZ67rXGJJwhCFZ6ywJ4zwC8JuhIx5aOqORcbgZAHpckM+9lcjK2gS",
+	"srdiVOT2EcmZXC2YROnZwuuI68mWDKThmiCNDTK0jI/hFhsCtEcG/gkEiGeSgQuBxRRUe5xKqW+pldz5",
+	"JSPevxulRiwKESWwCaGG3ucUJw415z9w+tDsKVtA2x2nNViHZplJnIJAGg14qcm3Nn1nuhvl9Wy7xioW",
+	"vVvlM1Z2jdzfela++x7rRLQwpF1DL8UWD/4EXRSfbnEzrbyOWqM1thv2yPdFw2Fon7bUp/dVlPq8CAog",
+	"WkGAvQUpU4KrLrK7TYDLiu62H1+IxAC7JbKPc7qSCqJtK/ZoLbevUWLHjh2Qor9mSWigA4ZJTHNHG7dl",
+	"42Mr3R6bbNuPR859Tdvh/wx0Lw3sZSPnQVGyxBohjN+eJRCT+A1NiMHNoS09Y1q1xOtqKvbQNco4rZld",
+	"M0b/YnhS2nZqPZybHsSezdUaWlh7p2imZ6qPDAeD85f6oDCDItAf9xFaKp2Pd5jB3d7HX1WADbt5O7L0",
+	"NBVgbyHjEKkQlB55qvLhtfj/uGKrZxJUpkgfUZWFiLDQur4vMSpsJoia52I1m5siKCpfkyXVyjBUUyTT",
+	"nMm5+X6ySmZM+bzg+kSq1PTR+sImXj4C+coW3Q9Ga/gSZZzf9U1/lXE+dxyABs6W1KQlNUCMOkQD49aA",
+	"2yoGF41yoXWu6VlcbZYbYjB+zmLGVbYmkjGO8tCQRMBmoxHvUDuUaThMpe03DDQBswDyajvqLloUnCKW",
+	"NRIz4lZOKy0RpcRWOguhdCV5Q+M5mlhNxSkKvXgN3hc3V1Te8tgZUAZzOq56xDBPq3s89iJ0WR9gEZAB",
+	"OR9ORIbpq1Vg7T6dbp9RWLIUJGz0QX2odh+uyTEDN0LhpNJLuEni8ck3ZofFpvdy8Ndb8ja4aGwj3q/y",
+	"TMVkjTw4tVD+10ozFfp1+An+178YXN1K0UxMuq2DaPoymuqIZdYfjFmPYC9ya2wmFyQcN1fb0dRrs8BL",
+	"EdOAWkaIRdkEZyQ2Zac3yYxTuO85A9y3qRxFjcdBpXAjFqMJPo2QFMiRHmgUpMkoGI6CwRBSXQ4uRkE4",
+	"KstajvQoIygxAY8d4e9O3Sr9xMuz00G/f9KH3mVm/FEwtFMB1YHXLdUZQYhZUCmE8wqP4eDGJJTXjyIM",
+	"fkYl7+A6nXGqVrl+7P2b11evbt68dusTBe9+uL7Z09fsVqo0J+XRGJuXq9hHdbjMaMrd0jwn/f5DRbtr",
+	"TfbqNSabMkdsecmvVK+kegbdIOPUVOL8bJQv/NTEirYFbBrC97kDNpspsLS9sL3k9udKMrxHIzQOJHAG",
+	"RRAyBZmVEeNJNSHC5k+So5MRn4tVLi8JyCS2j/otWypyPCAJXcsuZONBM2bMC2Y5iZxOzRHBBs1Dp1EJ",
+	"VZirj8FphvRBsiqkaxSOeiOl2idkaJRVk0SKUT76vaJHVajFUtNnYLKuH0JoOU/HZ06E/mCmdErHGgpd",
+	"u+CIm/TcCUOfGfTF7/YI9gYvg9+cLkMZm0LmuU+iBbew2+Z8X7C+hvbYLQx6b3gT1Mv0D4ZZ3nhNTbJx",
+	"tfe2m1Bn6r/aJuT7NSd/uthc9HO3gnO9rc9gcN53OsqYErZgowiGg1ObmZJA9BTCB/5pQG1cABeEerlf",
+	"S1jiCQRhKc1txvRuNoaeYkd9t33FkY3L0n8flS3Za9KACbgybRAqTeUHpmV8U4hWpUW8PfONWc4q7zxH",
+	"lHHR9v3LPvG9NRdEyCYGrqhKpUrjrzzcr7mUB/QXay+2tmorJcU6p1JZ8U7NqbS0HlqbidyWaUiVNKUM",
+	"uqjYQD0DKCdhC79YJqWZS73fpQyxkoypiZGX1RbWjaVxRzxVQ6z1Am2WoMmXEraZow1Ngm7NC0hZAsNN",
+	"Udum2yNXpoRDBGn9wPpHvOxt7DYp6netKAHywKBP+v2+PSj7i5ghpxMCQl1Us/HGCdEw17LDglNYQO09",
+	"2rU1sSnYkp9BDfrVjs27ZLPn0/uaXFZOkeSit17Ts5oHBKjtDWw9ukL/G9SqEhvlbnB6go2psZxhcHRR",
+	"aX4wHNRrKdfY0emFZRSgCx31+3voQm7t4wYyai+1qvh/JalVg3Rs0LxaLPovpqsmevqgLE7/edxb/yjy",
+	"QQpnsbf6//aEcFuAB+iUfpUlIw6UciKMjUkPai1FtvC7jQ3HeILKL9A0DjOaQ9RaoO3wlmYJEen0NaHG",
+	"vgiVbpjQOqHbI2CvNvt01zocccqxrjzY/039ngsfoYVWEaxaEPjJueqN/R+Oz9BW0ooiuI0svI62PbNA",
+	"alkUv6jjSeCv2l8RmgeOAOzPVdAj/T74+Xxx1f/46vTu+5f5t0fL7y7km5PkH2fzf+3hY9xoZtFACQGk",
+	"/xsnIuxNRk/6F7tfeGXbVX6BfkJAsy0JJU/0Gipj//08VPWa8UQ6jS9NU3NX3uTiPtRcR6YJyrngfnYq",
+	"DoMAOyydfyNuYp6xSRm2942K/r5Rj/wMhdhMk9chUfmKRUTTNVNxTcvJl46pHmrTmFRBKxtTT76HWGUJ",
+	"1AdLNfYAxQxNrzRzO90eeeV4DWyhojnUTyuGzlnhT8AsEGuYUlh8xEjF8CqES79wQv9Nw10fSb5hUj1T",
+	"eHTRSRjtjoXUWFi7h8Gbn95viZKqiJFhACXjguHJUe/04TGh1tDQ+jmCJhzrga3yardqPrcNGmtwZrb2",
+	"qfStTL3hU+m7PhWNoI1elcHZPl6VsJjbnRmuZoR3E46KG4bn3vz0/mnOGIDLhZyNT6dHk358yi6SAT2Z",
+	"vIzP2fH0jB4lg7g/uWDn05f0LDmNTybH9Gg6YP3kIj6fvKRn01N2khzHR5M/38Fj6h4i0Xmkd+exoG7a",
+	"jXuY+M82sKIjckORJqwLJA0Ny7bpuku5LAh/jen5rLxaczvbDB6gBniUrLfBx9gYc3Vwc7t5eGFWObT2",
+	"0W3OGU872tLJbYwqTj3hqlo8NKnwodvAeMRti9qQFN1fw7LVcqdSn1IDoumWVW0WGYXmJDCmSK7i+YhT",
+	"SSKnh2RkPCSV9rS1MqkQ7dMjb7BDLGowgNjJ0KmGrLWZxGm5Tc6KCvhkma0kOe6TBVZBJXOxykM7uGRa",
+	"1lHMhBZaAxTUfAQ/BtjHbJ4UFGqGUp4Q5FScE9RSpopQMs2EgM7wcBb2BhLBsLDeXIs+as4Wl+YnozNS",
+	"EhVtJyNiKomvS8fYaqkFqqO+s6ti79XDgcdfghttxDsYm+mZAhxtXdcuB2Y4d9RKb2Y4d9AiEEYwzn2j",
+	"uSvpvH13dzYkzs/nfTJJlez2yDdlyVfrwioMfqlUl1rgGnEQIaFrroYq2+a5yQBYtrFGZPnro+jLBsG2",
+	"NP4er2his88LRXv6vd4qm8m2f+eVSPZ7QTO3ti/9pVkEPhvl6bnW5Z2mx8FR/7jX7w0Gx1Dw1vQr/jWo",
+	"Er3gQ11MtrqKkZMvzgfVpsKBvB0f/+ti9rvTMLaSJVB2+/3VNjurT+r0OgtUPDZF7qHoWCKA7GDfXcpN",
+	"FicpXsRGaIE5USPiOhQ62GLoLTMULs4H7e0X1fbgW/MTirbg/4Mr9JjjYJZXOAJCIQlskQ4OPwGtNHUN",
+	"GjPNyzbkGz3ITZ/Ge6crv2UKx0cvz84x5m2/pvz+QslVqvXkILgGzL34xbY1s6PZPiR3KbYg2sDnh4ct",
+	"aOu0gw5+pwf5ih8Mjmot0Zuog21zbYN7xpazl4QCtOez6SDusxN2cDQ5nRycTM7ZwQU97R8MpkfsODmJ",
+	"TydnNNhJWo7akJais7+PsDSv16UxxcxG4DJPS9KDX8Ce7LxoaEzxG5alaaAqW857T/KihaJ1k3EU8OGr",
+	"V8glRJpMpFVi1ECLWlQqhPPdFvhmqNbnCHwrSSSWlG8kjNdgcTsAX7oR1DsRaPjw6QBfj7pDdKlzdu/0",
+	"c0GK6st6IhTqe5EIHokMkmBGRJQmRTuB8oysEqQfSKii1UdgPFOwfisHiMo2qeSKxGIBBdazlDPSiYaQ",
+	"JHFAs/SORV1rGwXVJl+TwaktNtojN6JIk4fQOUqSVMaCc0xoCiHrvHTgp0mhXRor6IhH31GpDoDMH7x9",
+	"HRE0qJAOlWSSi3vJcvmCwM8oJIOC1B0We06LMsupUaJpzkZcqhS6hC3RsgoXZzJ1fzZhcqkxpsLVmSJu",
+	"yPf09VmBoohXGPT1qNB4wDR0YByUIBSfbJXWzsnRBYmUEOMF5euxeSMiE7YWPDEFfsycYAe/nzOO8Yi2",
+	"nNx8BXrgPe+Rb7xHEFOuRTU4XMpJpTeLOcChVqcTMy7OBlubMhXPO10NnYpRb0WNa3j8qdrSV93Go9t4",
+	"wn6TSogLYnFpglE1BEvL0BO855JMVvCoEoPiNorsH1x8+DQIBxcPviaRu5WlDZpXkbSCNBmSi/NjYwYZ",
+	"4n5GXFOqIbFW7ovz43AUgMF65AkoHPzSKp9gm0HbyDDwg+3PAz+AuDWCCnejQqyBzw8jPuIu5QPMKA+x",
+	"flQNkXn6SP5cYeHoYt8E0QTr/1YpVEVsc0w9JRuzxG9B12RSp3+XJM4EtLs1cdXtxTBoU+M9USEw/GqD",
+	"7GKTds359Ny9vybt+25DCNqlkRUFFrfWRLaxe7vrHV+b8f4blTq2vQ5RgNujzrHTqLisenzPJkTOxbJi",
+	"e9gjSszpf7nVulB0wPyfXv9XFhBl4dh+s6XqrymqWzS/RPW/2tUZhA9NHG7Zeke8VEOZ22triHq0+3or",
+	"0OwHMp+xuqxpmdymWqxGjZfY67hU4fuT//1y8V9H8c1p/vP5+pcBfX0y/efZ7Xd9/s7tZFFo/JWWy23Q",
+	"09s0Yw/0fNRRN1ZZrfWivmXrr8VUn7OYamH/3SQINbZ2+An/2GVgNE4jn9nPwfEnmfuegckchc9JL7ZD",
+	"71fr0mZNzS1wt3eemgHLxxTR7JErkjAAKOiZacgNVpHQBAcFv0tLfMAyvrS9W9BlW2nQ0ilfAnkW6tIX",
+	"HnMqPc5x0yRNjnhklSJua2yaYDInwaKxRubTGajFK4iJ2lvI2q8s5iNX9blkyudEd33LWJDga+zN566n",
+	"oy81dDAYi/kVnx7J3w4TquiB6bTdyOzesdyJMwmJgGaUEMACac375ULjO91hEWJiYnlYQjrojetWgnOc",
+	"mJOSvPCkDNSRZcMNreyP+BQIA2SLiQWFSrwdO4ip+vMbGnZNrI4pL1oG3OJuGY3naOfEjNgR14SOfaSx",
+	"CsHHbKJyLstmj25Kd0OuMmLWa6roj+bcP2++8pOV3q0Js9XSOp+C4sjb+thMlZ7jVvV1MnbHMuPRS/ns",
+	"WV10YSDLLTd5HeFv8/0cbK76fAsILnJ/C9iEykGNw5WJtv0w0CA4tnAaDI/LVhbWT7g1Ebl9NKYDeg30",
+	"PWdLkX9NIatm5VJFiSGVpqH7ZxHttlBrZPFbjW5ab7QBfcb+pqUDzS64ULUUQfKtFvQe09D20oS7oRpO",
+	"FMsyHIjQJc23mvn0nH9yu1uNPucoJlllyrUf/Hh0f/ER6GkbmavegROfOfcZNICireSOtNCmZRmzxr5W",
+	"wG/Zelu2qIahr4i92VfXoMsL1H4+g762tSEvZ/e7LYoo5yzglRLBX0jslIl4rhc/4gij1ba9rRIqw6In",
+	"NsbTugmWIw4ZliGYPzGU1gYBS8YTlksSU07kfariOQiJWuk0qsKclqk/p+VSh4SOeG7SGd3Ycb1LML5+",
+	"VPMyU5NcWVIE42d0GVYTSm/Z+oWrljp1bLaqpNUY7Q1tdEuKqMW5z5geCsf+l+WH7kFgCwMuUNQ3J/nN",
+	"2fqn8/SH/vJqIF8fT/9xOv/Xy9vvLv4IfAR4V9Lp+WOEne/ZfXlFW9JG/9vaW/99c0Zdgr2v3qtpz+Gn",
+	"W7Zu0cv4FgriP72T8SV5vMkM6VOOTYw99KmhSXKVOrXskUw6NJMCCzymitAsZzRZk3squ1/NPH9K++RG",
+	"iH68BBI2QPa2gEVAj2cNV/QexntGk+IsIHSsKcQSm0pnqVSMsxyVsEzENCM229HGnnUiECDyFY8gMLvM",
+	"lhweHg6OXvb6vX5vMDzvnw9AOjNH7cvw1nKNmBZ4i5amNDeCdHFY9pI2T/pn6BhlLFoO+udiBTVXMRKy",
+	"XnVwgRWH0JZR5EdfvXvbdSat5NP5Zt6WLgcRnji+ky7njF6GfnjAB3p4lwEsV+/eOm9W+nz7YC+VRI/t",
+	"vFKQL6lVnv8XAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -16,6 +16,8 @@ import (
 	"path"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 	"github.com/oapi-codegen/runtime"
@@ -126,6 +128,32 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// RedirectDocs To the docs page
+	//
+	// Redirects to `/docs/`.
+	//
+	// Corresponds with GET /docs (the `RedirectDocs` operationId).
+	RedirectDocs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetDocs The docs page
+	//
+	// Swagger UI for the collect API (openapi.yaml) on the public address, and for the config API
+	// (admin.yaml) on the admin address. It loads nothing from another origin (its scripts and
+	// styles are built into the server), so it works offline, and needs no key or token to load.
+	// Its "Try it out" sends requests to the address that served the page (the first of the
+	// spec's servers it lists); for the config API, give an admin token to "Authorize" first. The
+	// token stays in the page's memory: it is gone when the tab is closed or reloaded.
+	//
+	// Corresponds with GET /docs/ (the `GetDocs` operationId).
+	GetDocs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetDocsAsset A file of the docs page
+	//
+	// The scripts, styles and icons of Swagger UI that the docs page loads.
+	//
+	// Corresponds with GET /docs/{asset} (the `GetDocsAsset` operationId).
+	GetDocsAsset(ctx context.Context, asset string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetHealth Liveness
 	//
 	// 200 while the process serves HTTP. It does not touch the store, so a full disk does not get a live process restarted.
@@ -148,6 +176,21 @@ type ClientInterface interface {
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetCollectSpecJson The collect API's spec, as JSON
+	//
+	// The same document as `/openapi.yaml`, in JSON (the keys in the same order).
+	//
+	// Corresponds with GET /openapi.json (the `GetCollectSpecJson` operationId).
+	GetCollectSpecJson(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetCollectSpec The collect API's spec
+	//
+	// openapi.yaml, the OpenAPI document of the collect API, byte for byte as in the source this
+	// server was built from: what partners generate clients from.
+	//
+	// Corresponds with GET /openapi.yaml (the `GetCollectSpec` operationId).
+	GetCollectSpec(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetReadiness Readiness
 	//
 	// 200 when the store can commit right now; 503 when it cannot (closed, overloaded, or the last
@@ -163,6 +206,62 @@ type ClientInterface interface {
 	//
 	// Corresponds with HEAD /readyz (the `HeadReadiness` operationId).
 	HeadReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// RedirectDocs To the docs page
+//
+// Redirects to `/docs/`.
+//
+// Corresponds with GET /docs (the `RedirectDocs` operationId).
+func (c *Client) RedirectDocs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRedirectDocsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDocs The docs page
+//
+// Swagger UI for the collect API (openapi.yaml) on the public address, and for the config API
+// (admin.yaml) on the admin address. It loads nothing from another origin (its scripts and
+// styles are built into the server), so it works offline, and needs no key or token to load.
+// Its "Try it out" sends requests to the address that served the page (the first of the
+// spec's servers it lists); for the config API, give an admin token to "Authorize" first. The
+// token stays in the page's memory: it is gone when the tab is closed or reloaded.
+//
+// Corresponds with GET /docs/ (the `GetDocs` operationId).
+func (c *Client) GetDocs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDocsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDocsAsset A file of the docs page
+//
+// The scripts, styles and icons of Swagger UI that the docs page loads.
+//
+// Corresponds with GET /docs/{asset} (the `GetDocsAsset` operationId).
+func (c *Client) GetDocsAsset(ctx context.Context, asset string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDocsAssetRequest(c.Server, asset)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // GetHealth Liveness
@@ -217,6 +316,41 @@ func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) 
 	return c.Client.Do(req)
 }
 
+// GetCollectSpecJson The collect API's spec, as JSON
+//
+// The same document as `/openapi.yaml`, in JSON (the keys in the same order).
+//
+// Corresponds with GET /openapi.json (the `GetCollectSpecJson` operationId).
+func (c *Client) GetCollectSpecJson(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCollectSpecJsonRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCollectSpec The collect API's spec
+//
+// openapi.yaml, the OpenAPI document of the collect API, byte for byte as in the source this
+// server was built from: what partners generate clients from.
+//
+// Corresponds with GET /openapi.yaml (the `GetCollectSpec` operationId).
+func (c *Client) GetCollectSpec(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCollectSpecRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetReadiness Readiness
 //
 // 200 when the store can commit right now; 503 when it cannot (closed, overloaded, or the last
@@ -251,6 +385,94 @@ func (c *Client) HeadReadiness(ctx context.Context, reqEditors ...RequestEditorF
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewRedirectDocsRequest constructs an http.Request for the RedirectDocs method
+func NewRedirectDocsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/docs")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetDocsRequest constructs an http.Request for the GetDocs method
+func NewGetDocsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/docs/")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetDocsAssetRequest constructs an http.Request for the GetDocsAsset method
+func NewGetDocsAssetRequest(server string, asset string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "asset", asset, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/docs/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
 }
 
 // NewGetHealthRequest constructs an http.Request for the GetHealth method
@@ -317,6 +539,60 @@ func NewGetMetricsRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/metrics")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetCollectSpecJsonRequest constructs an http.Request for the GetCollectSpecJson method
+func NewGetCollectSpecJsonRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openapi.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetCollectSpecRequest constructs an http.Request for the GetCollectSpec method
+func NewGetCollectSpecRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openapi.yaml")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -432,6 +708,38 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// RedirectDocsWithResponse To the docs page
+	//
+	// Redirects to `/docs/`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /docs (the `RedirectDocs` operationId).
+	RedirectDocsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RedirectDocsResponse, error)
+
+	// GetDocsWithResponse The docs page
+	//
+	// Swagger UI for the collect API (openapi.yaml) on the public address, and for the config API
+	// (admin.yaml) on the admin address. It loads nothing from another origin (its scripts and
+	// styles are built into the server), so it works offline, and needs no key or token to load.
+	// Its "Try it out" sends requests to the address that served the page (the first of the
+	// spec's servers it lists); for the config API, give an admin token to "Authorize" first. The
+	// token stays in the page's memory: it is gone when the tab is closed or reloaded.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /docs/ (the `GetDocs` operationId).
+	GetDocsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetDocsResponse, error)
+
+	// GetDocsAssetWithResponse A file of the docs page
+	//
+	// The scripts, styles and icons of Swagger UI that the docs page loads.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /docs/{asset} (the `GetDocsAsset` operationId).
+	GetDocsAssetWithResponse(ctx context.Context, asset string, reqEditors ...RequestEditorFn) (*GetDocsAssetResponse, error)
+
 	// GetHealthWithResponse Liveness
 	//
 	// 200 while the process serves HTTP. It does not touch the store, so a full disk does not get a live process restarted.
@@ -460,6 +768,25 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMetricsResponse, error)
 
+	// GetCollectSpecJsonWithResponse The collect API's spec, as JSON
+	//
+	// The same document as `/openapi.yaml`, in JSON (the keys in the same order).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /openapi.json (the `GetCollectSpecJson` operationId).
+	GetCollectSpecJsonWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetCollectSpecJsonResponse, error)
+
+	// GetCollectSpecWithResponse The collect API's spec
+	//
+	// openapi.yaml, the OpenAPI document of the collect API, byte for byte as in the source this
+	// server was built from: what partners generate clients from.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /openapi.yaml (the `GetCollectSpec` operationId).
+	GetCollectSpecWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetCollectSpecResponse, error)
+
 	// GetReadinessWithResponse Readiness
 	//
 	// 200 when the store can commit right now; 503 when it cannot (closed, overloaded, or the last
@@ -479,6 +806,115 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with HEAD /readyz (the `HeadReadiness` operationId).
 	HeadReadinessWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HeadReadinessResponse, error)
+}
+
+// RedirectDocsResponse301Headers the declared response headers of an HTTP 301 response for RedirectDocs
+type RedirectDocsResponse301Headers struct {
+	Location *string
+}
+
+type RedirectDocsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// Headers301 the parsed response headers for an HTTP 301 response
+	Headers301 *RedirectDocsResponse301Headers
+}
+
+// GetBody returns the raw response body bytes
+func (r RedirectDocsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RedirectDocsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RedirectDocsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RedirectDocsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetDocsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDocsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDocsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDocsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDocsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetDocsAssetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDocsAssetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDocsAssetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDocsAssetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDocsAssetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type GetHealthResponse struct {
@@ -590,6 +1026,88 @@ func (r GetMetricsResponse) ContentType() string {
 	return ""
 }
 
+type GetCollectSpecJsonResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *map[string]interface{}
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCollectSpecJsonResponse) GetJSON200() *map[string]interface{} {
+	return r.JSON200
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCollectSpecJsonResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCollectSpecJsonResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCollectSpecJsonResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCollectSpecJsonResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetCollectSpecResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// YAML200 the response for an HTTP 200 `application/yaml` response
+	YAML200 *map[string]interface{}
+}
+
+// GetYAML200 returns the response for an HTTP 200 `application/yaml` response
+func (r GetCollectSpecResponse) GetYAML200() *map[string]interface{} {
+	return r.YAML200
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCollectSpecResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCollectSpecResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCollectSpecResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCollectSpecResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetReadinessResponse503Headers the declared response headers of an HTTP 503 response for GetReadiness
 type GetReadinessResponse503Headers struct {
 	RetryAfter *int
@@ -686,6 +1204,56 @@ func (r HeadReadinessResponse) ContentType() string {
 	return ""
 }
 
+// RedirectDocsWithResponse To the docs page
+//
+// Redirects to `/docs/`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /docs (the `RedirectDocs` operationId).
+func (c *ClientWithResponses) RedirectDocsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RedirectDocsResponse, error) {
+	rsp, err := c.RedirectDocs(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRedirectDocsResponse(rsp)
+}
+
+// GetDocsWithResponse The docs page
+//
+// Swagger UI for the collect API (openapi.yaml) on the public address, and for the config API
+// (admin.yaml) on the admin address. It loads nothing from another origin (its scripts and
+// styles are built into the server), so it works offline, and needs no key or token to load.
+// Its "Try it out" sends requests to the address that served the page (the first of the
+// spec's servers it lists); for the config API, give an admin token to "Authorize" first. The
+// token stays in the page's memory: it is gone when the tab is closed or reloaded.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /docs/ (the `GetDocs` operationId).
+func (c *ClientWithResponses) GetDocsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetDocsResponse, error) {
+	rsp, err := c.GetDocs(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDocsResponse(rsp)
+}
+
+// GetDocsAssetWithResponse A file of the docs page
+//
+// The scripts, styles and icons of Swagger UI that the docs page loads.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /docs/{asset} (the `GetDocsAsset` operationId).
+func (c *ClientWithResponses) GetDocsAssetWithResponse(ctx context.Context, asset string, reqEditors ...RequestEditorFn) (*GetDocsAssetResponse, error) {
+	rsp, err := c.GetDocsAsset(ctx, asset, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDocsAssetResponse(rsp)
+}
+
 // GetHealthWithResponse Liveness
 //
 // 200 while the process serves HTTP. It does not touch the store, so a full disk does not get a live process restarted.
@@ -732,6 +1300,37 @@ func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, reqEdi
 	return ParseGetMetricsResponse(rsp)
 }
 
+// GetCollectSpecJsonWithResponse The collect API's spec, as JSON
+//
+// The same document as `/openapi.yaml`, in JSON (the keys in the same order).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /openapi.json (the `GetCollectSpecJson` operationId).
+func (c *ClientWithResponses) GetCollectSpecJsonWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetCollectSpecJsonResponse, error) {
+	rsp, err := c.GetCollectSpecJson(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCollectSpecJsonResponse(rsp)
+}
+
+// GetCollectSpecWithResponse The collect API's spec
+//
+// openapi.yaml, the OpenAPI document of the collect API, byte for byte as in the source this
+// server was built from: what partners generate clients from.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /openapi.yaml (the `GetCollectSpec` operationId).
+func (c *ClientWithResponses) GetCollectSpecWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetCollectSpecResponse, error) {
+	rsp, err := c.GetCollectSpec(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCollectSpecResponse(rsp)
+}
+
 // GetReadinessWithResponse Readiness
 //
 // 200 when the store can commit right now; 503 when it cannot (closed, overloaded, or the last
@@ -762,6 +1361,67 @@ func (c *ClientWithResponses) HeadReadinessWithResponse(ctx context.Context, req
 		return nil, err
 	}
 	return ParseHeadReadinessResponse(rsp)
+}
+
+// ParseRedirectDocsResponse parses an HTTP response from a RedirectDocsWithResponse call
+func ParseRedirectDocsResponse(rsp *http.Response) (*RedirectDocsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RedirectDocsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 301:
+		var headers RedirectDocsResponse301Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers301 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetDocsResponse parses an HTTP response from a GetDocsWithResponse call
+func ParseGetDocsResponse(rsp *http.Response) (*GetDocsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDocsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	return response, nil
+}
+
+// ParseGetDocsAssetResponse parses an HTTP response from a GetDocsAssetWithResponse call
+func ParseGetDocsAssetResponse(rsp *http.Response) (*GetDocsAssetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDocsAssetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	return response, nil
 }
 
 // ParseGetHealthResponse parses an HTTP response from a GetHealthWithResponse call
@@ -817,6 +1477,58 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	response := &GetMetricsResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
+	}
+
+	return response, nil
+}
+
+// ParseGetCollectSpecJsonResponse parses an HTTP response from a GetCollectSpecJsonWithResponse call
+func ParseGetCollectSpecJsonResponse(rsp *http.Response) (*GetCollectSpecJsonResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCollectSpecJsonResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetCollectSpecResponse parses an HTTP response from a GetCollectSpecWithResponse call
+func ParseGetCollectSpecResponse(rsp *http.Response) (*GetCollectSpecResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCollectSpecResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "yaml") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := yaml.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.YAML200 = &dest
+
 	}
 
 	return response, nil
@@ -899,6 +1611,15 @@ func ParseHeadReadinessResponse(rsp *http.Response) (*HeadReadinessResponse, err
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// RedirectDocs To the docs page
+	// (GET /docs)
+	RedirectDocs(ctx echo.Context) error
+	// GetDocs The docs page
+	// (GET /docs/)
+	GetDocs(ctx echo.Context) error
+	// GetDocsAsset A file of the docs page
+	// (GET /docs/{asset})
+	GetDocsAsset(ctx echo.Context, asset string) error
 	// GetHealth Liveness
 	// (GET /healthz)
 	GetHealth(ctx echo.Context) error
@@ -908,6 +1629,12 @@ type ServerInterface interface {
 	// GetMetrics Prometheus metrics
 	// (GET /metrics)
 	GetMetrics(ctx echo.Context) error
+	// GetCollectSpecJson The collect API's spec, as JSON
+	// (GET /openapi.json)
+	GetCollectSpecJson(ctx echo.Context) error
+	// GetCollectSpec The collect API's spec
+	// (GET /openapi.yaml)
+	GetCollectSpec(ctx echo.Context) error
 	// GetReadiness Readiness
 	// (GET /readyz)
 	GetReadiness(ctx echo.Context) error
@@ -919,6 +1646,40 @@ type ServerInterface interface {
 // ServerInterfaceWrapper converts echo contexts to parameters.
 type ServerInterfaceWrapper struct {
 	Handler ServerInterface
+}
+
+// RedirectDocs converts echo context to params.
+func (w *ServerInterfaceWrapper) RedirectDocs(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.RedirectDocs(ctx)
+	return err
+}
+
+// GetDocs converts echo context to params.
+func (w *ServerInterfaceWrapper) GetDocs(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetDocs(ctx)
+	return err
+}
+
+// GetDocsAsset converts echo context to params.
+func (w *ServerInterfaceWrapper) GetDocsAsset(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "asset" -------------
+	var asset string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "asset", ctx.Param("asset"), &asset, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter asset: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetDocsAsset(ctx, asset)
+	return err
 }
 
 // GetHealth converts echo context to params.
@@ -945,6 +1706,24 @@ func (w *ServerInterfaceWrapper) GetMetrics(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetMetrics(ctx)
+	return err
+}
+
+// GetCollectSpecJson converts echo context to params.
+func (w *ServerInterfaceWrapper) GetCollectSpecJson(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetCollectSpecJson(ctx)
+	return err
+}
+
+// GetCollectSpec converts echo context to params.
+func (w *ServerInterfaceWrapper) GetCollectSpec(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetCollectSpec(ctx)
 	return err
 }
 
@@ -1018,6 +1797,11 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/readyz", wrapper.GetReadiness, options.OperationMiddlewares["getReadiness"]...)
 	router.HEAD(options.BaseURL+"/readyz", wrapper.HeadReadiness, options.OperationMiddlewares["headReadiness"]...)
 	router.GET(options.BaseURL+"/metrics", wrapper.GetMetrics, options.OperationMiddlewares["getMetrics"]...)
+	router.GET(options.BaseURL+"/openapi.yaml", wrapper.GetCollectSpec, options.OperationMiddlewares["getCollectSpec"]...)
+	router.GET(options.BaseURL+"/openapi.json", wrapper.GetCollectSpecJson, options.OperationMiddlewares["getCollectSpecJson"]...)
+	router.GET(options.BaseURL+"/docs", wrapper.RedirectDocs, options.OperationMiddlewares["redirectDocs"]...)
+	router.GET(options.BaseURL+"/docs/", wrapper.GetDocs, options.OperationMiddlewares["getDocs"]...)
+	router.GET(options.BaseURL+"/docs/:asset", wrapper.GetDocsAsset, options.OperationMiddlewares["getDocsAsset"]...)
 
 }
 
@@ -1026,30 +1810,43 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"3Fdbb9y6Ef4rA6YPNiBr15eDHuggD0ZrxAbS1jgxUBRdI56lZlfMUqRKjrzZGPvfi6GkvXjtpE391DeJ",
-	"5Azn9n0zfFLa14135Diq4klFXVGN6fMTI7fpC8vSsPEO7W3wDQU2FFUxQxspU83O0pMKhNE7+Sop6mAa",
-	"kVOF+nu1Aq4IIoVHCmAiOM8QCMtVrjLFq4ZUoSIH4+Zqnam4uZxcW6vin8ovVKaSgMpU6/ARjcWpJXV/",
-	"IL6Wg/9qTaBSJHtd23N++oU0q7UcNG7m5RrtHaNm+XRYyykOqBfYGDFn35m7ikCcRvbhZIbauDmQKxtv",
-	"HEfwM0AYhHuHC6gILVeArkxeG0cxgq5ILyLMfADrsZy4KVp0mkJMB33QFUVO98SsU1WCdzD1XKVwNu3U",
-	"Gg3aW0uaAcsyiF4Rlm0sa+OG1Yk7ekgq4OQkbZzIxkMG0xWUNMPWMpye/TEf5+P8tPh1/OvpcZY03QZf",
-	"E1fURqiJg9F7tmzumbjheu/sKoe7ilbAuCBwHha0KoC+Nj7SoWVJAJYVhW1cI2h0EipdgeF84lSmrNHk",
-	"Iu3k6LJBXdHJWT6WoghWFapibmIxGi2XyxzTdu7DfNTLxtHHmz9d/fXTVZJZZ4oN291s9wYY7yJc3t6o",
-	"TD1SiF3eTzsR35CTuijUeT7Oz1WmGuQqFeuoS/M3+Z4TH+LgbDyGZWVsF4UmeC3+p2hGuL67u83hhqH0",
-	"1AGEfau7TEf2gTKIHhBmrbVQmrjYHpwTA4I1j1ulgSJjYCoFYBuvbkpVqA/E18nQBKnYeImMGHs2Hg9g",
-	"IJfMx6axRifR0Zce2vQV68amPAw4FXgKbBN9yMYfAs1Uod6Ntvwy6sll1DNLwt8hsgb7TQQUh/IE6NjW",
-	"NYaVKtRH80iCHqENnMfEDZucqft1pirC8jD0lxEePlzdwZCjhwyWhivfcgrw1JerLEExoVIwyBUyRHIl",
-	"XF9d/vkwjNeE5Xfj+PPObW3DZNlrzq4zNepB+WrN/c29BrmjHQ7ZckdcivMX44vjHP7S6QbT6dihAqav",
-	"LOGqkQsQuqXIHfPQo2RbaGUgxY7NWta+pmw4PHGyqn1dGwaLTE4bitmwMg++bSCab7ImIRi+B3L74CG0",
-	"jk1NaWmIbB+NjjEOyr7358d1L+6NGotmv+LVO7i++ni74ffPnbOf2TNauNp4PjDySxHIJ+4d3P3j9uoV",
-	"Ldq3jilM3IvbT9qX9H6iJioblL+fqGjc3NJEZf0d7ycKtaaGqZyoNVycpXBs4fm8Y76IRN2GQI43IRWE",
-	"X4wvXoLWYtsM9uspE7rT1Zapuha0VblX/oet5nuFn6aBH3EtuS1/pp7S11cw84rB+eVv8Mv4vDtoWE6I",
-	"lUfa+khlBv6RgvTm9B2SKotSvL2aGRpLZUovAlNkWAbDcp+xNu3GDCif57u8fZzD5YwpyFon32nLQPrd",
-	"xGm0FoIEgCIgxLr7R9spT21gZ4rwNUWYol5I5RmOZGfgne56TNfYtSUMr4Hi90HV27WDblB7o47wPHe/",
-	"daTMAWczo1NZ/jI+/+8sHQZV1SnfGSgLKJFxipEk4anNmphyp7Zz6d4E+tZuSgEOng5EsmHYpW9tmfq9",
-	"lC17L31JOh6FlLPficPqJJXXISQ+kfaujMAelmgYpjSTOzEuZIbFORqX7/FEbZypZQA/3UzPxjHNKYgX",
-	"++DdLaOf68wdoN+mMf+oqP+XMvs/zt1/PHiIeHrbyN6Lo87+XJGeRdZrtM8fR9DPqelmeKjlyRBa9wBH",
-	"Lz2ajvO9Ub8YjZLSykeWR4tM6M+tuZHBZG/66TVnOywql/Q95/CK/XeRWt9vovL8ruvvKRa9/ctlJ5jr",
-	"+/W/AwAA//8=",
+	"3Fnrb9s4Ev9XBuwBmwCK7LRdXOGiH3K7QZNFrw3aHA6HVbCmqZHEmiJ1JBXXDfy/H4aUbPnV1+bDYb/J",
+	"Emc4z988/MCEqRujUXvHJg/MiQprHh4/eO7b8MTzXHppNFc31jRovUTHJgVXDhPWDF49MIvcGU1POTph",
+	"ZUN0bML+XS3BVwgO7T1akA608WCR58uUJcwvG2QT5ryVumSrhLn15ajbmk1+Z2bOEhYIWMJaze+5VHym",
+	"kN3tka/o4H9baTEnyo7X5pyZfUTh2YoOSl0YukYY7bnw9Kh5Tae85WLOG0nibCtzWyGQ0twbe1ZwIXUJ",
+	"qPPGSO0dmAI49MSdwhOokCtfAdd50FpqdA5EhWLuoDAWlOF5pmdccS3QunDQWFGh8+Eel0RWORgNM+Or",
+	"YM6mnSkpQBilUHjgeW6JLxHTZ57XUvdvM30yDSzg7Cx8OKMP0wRmS8ix4K3ycP707+k4HafnkxfjF+en",
+	"SeB0Y02NvsLWQY3eSrEly/qeTPfXG62WKdxWuATP5wjawByXE8BPjXG4L1kggEWFdmNXB4JrMpWoQPo0",
+	"05n+B2ndkaADrpyJcgSOvQ0ubq5/cuAaFHAyHZkGNW9kuuS1miawefHRGT09DfpxyI1wmW54iURDv0bT",
+	"08kBtp2+ndk7WZLuoC5k2Z07CfqFW087IjLPQOcEFpUUVVTAga+4j0JL71AVwD1MRxsu0yBp/yYIn2aa",
+	"JUxJgdrhIG4vGi4qPHuajilRrGITVnnfuMlotFgsUh4+p8aWo47Wjd5c/3L59sNloFklzEuvhhnQOUUa",
+	"7Ug/lrB7tC7mwnkk6czKJuxZOk6fsYQ13FchgYM96aFEvw8M7zGXFoV34A30tidIWN95nQ+O/Uq8KL1d",
+	"Y0h0YvhsfL7Pl3KUmEHwqnTRoBv2FfIcbaB/YwSPVLtMegKWdMBIR3bBJsCIa+ua2yVdbEI4rO8mdOOl",
+	"IyAKhrij45HvUaN8WPCyRAv/ug7YsBOHcDKM6tNjQUkBs6HugzPTB2JzOx1TuPYBjwJIV4RuhTU1cPqF",
+	"FoyVpdRwIr2DKHVAnEw7v1SUmBZh1krlQWpvBrB/moAzID0sjJ0TUBZKaoySasRwHyEFkNRmjppiggRJ",
+	"M33tHWTs1i6J3rQ+Y+BQ5w4I6dHF+ImqREyJGRVhKpgnZDc9FdI6TzAdspKSjgAjSOiIu5LOu9OXB4yX",
+	"QCnvEbjuDLYWMmMXra+MlZ8xY/GCAICZjkec50sHUq8l+YmwtDZ2OaEbpYPSaCQIjEc8n9FLoYwjlLVg",
+	"keyAeUz67dx4jQfT4ul43Bc21CHIPH7yo8rXalPp6akwtuaeTdhMaorh/Xp6sAKSGinbCf5vjPwH7hz6",
+	"1dEEID5daCXQh5XOQQrCIFPAIEOCo7dSLgZvesxQF3R3QCjLa/QBBX4/JEEhFTmKcJWYSXpPsMaSHmt5",
+	"x2rTbnjb4hAt8BOvm4CmLop81sqzWatzhelHd8DWd191I28aJSNkjT7yex7F/l6fJkzWvMRRo8vvJw2R",
+	"JJz7QcpHi0HyUEr15/n4+X4UvTXgWlH1p7Yi9SK87VDgazEbm7fPR8P16XhM5VzFTqSxRhACdaX96vb2",
+	"JkBqbjC2vd6QVAEXvbEYUJFD0SoFuXTzzcESPXBQhDk9U4vOc+sxPxjeV0FQ9n0h1DXs60h9WHff1HSv",
+	"htH8N4sFm7Ano83UMOpGhlE3LxxDi05+qsSk0K4/3sh7pJ544IBN18HuVrFi75v+wsH09eUt9D6aJrCQ",
+	"vjJtxISZyZdJQPLQaxPCd4VB53B1efHrvhmvkOdftOOPK7eRjQfJjilLMde12kdj7p0+1kif7HcDwLVb",
+	"kPLPx89PU/hn5N0XpEGDT+kJMRknm9JK0Iv35G0aFvpRJ84orRemxqQ/nGl6K0xdUyXlHrWQ6JL+TWlN",
+	"24CTn+kdmaB/7keW1wZsq72sMbzqLdtZ40j56/T5xgrYKC63I549gavLNzfrqe2PqOwf3niu4HKted+E",
+	"HbJAmukncPufm8sjXIRptUeb6YOfH4TJ8VXGMpb0zF9lzEldKsxY0t3xKmNcCGw85hlbwfOnwRxfaE0P",
+	"ZaJorUXt1yY9Cp8Xbr4Z8Xa7yzi9rJEqzmEbllvhvz9AfinwhxPalxsEXgfkbmtShzvYG/ekht8+vHsb",
+	"M2KOmxYskBqboz09iKO/REd/aFD8RmL8WUDdHo/G26C6r9m7BjU1+r1ygxXJcHdxwCQNikM92f5wnJDB",
+	"yDiHK97QkEedMDwUh+Bdwfv6Org/gdnSY4Dk8MA3TjGtFVRCpct0tyhacNfNEjSCTGBB4N1w6zWhWYma",
+	"HIcglAw5SoeOYMTApd/nzt4E/9fuPOzFsC77WtvSjRyhFQlLlw6qrSwrD9osXsLP42fxoPR0ghL+JM4m",
+	"CZh7tHE2SaAbmBSnOtCxKbhUmHeLFo/Ow8JKT/dJpcJXlwCmZTpsgU5TuCg8WnoX6SO3BJCLKtOCKwWW",
+	"sIQGA3B1/M1VZB46qsGazdToYMbFnEC8W7AYLWK7FjdfQiG3x+rL+57V43VWcZP5SM3Vru9exv7GW14U",
+	"UgSE/3n87Psk7Te5LDIfbFwnkHPPZ9wRhMaOVbrgO7ZZ3G6taB9bTQrAXtM+F9bNysK0Kg+tM4WtN2Zn",
+	"3fMevV2ehfA6sHlBYXQelgkLLj3MsKA7uZtLXQIvudTpVsmtpZZ1W7PJ+TqnpfZYot1fDQ3D6Mea3JjQ",
+	"j9Pjfi2o/0yY/YV99809PJHHpdKR9cJOix7+N1BGcLX77wF0I1+4GaY1nyM1yVM4OfSvQuhoNnvfyWgU",
+	"mFbG+cmL8QuqVrvSXFOPvzVIdJyTAYrSJV37tn/F9h8HbHW3tsruXVdfYpxuVisDY+4LfLSn6aaI9Tw/",
+	"5BgK4+pu9b8AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

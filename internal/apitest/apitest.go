@@ -36,8 +36,8 @@ type api struct {
 }
 
 // apis are the server's specs: the collect API under /events, the config API (admin.yaml, on the
-// admin listener) and the operations API at the root.
-var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "admin.yaml", templated: true}, {file: "ops.yaml"}}
+// admin listener) and the operations API at the root (with the docs pages' files, /docs/{asset}).
+var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "admin.yaml", templated: true}, {file: "ops.yaml", templated: true}}
 
 // load reads a spec from the repository root (not the copy embedded in gen/, so that a stale gen/
 // cannot hide a change of the spec).
