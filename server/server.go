@@ -57,6 +57,9 @@ type Config struct {
 	// request (in logs and for the per-client share of the budget) is then the nearest address of
 	// that header not in them. Empty: the connection's peer address, whatever the headers say.
 	TrustedProxies []*net.IPNet
+	// CORSOrigins are the origins whose pages may send events and read the answers from a
+	// browser (see ParseCORSOrigins for their form). Empty: every origin (see cors).
+	CORSOrigins []string
 }
 
 // DefaultStoreTimeout bounds storing one request's events (a commit takes milliseconds; this is
@@ -77,6 +80,7 @@ type Server struct {
 	bodyTimeout  time.Duration
 	storeTimeout time.Duration
 	clientIP     echo.IPExtractor
+	corsOrigins  []string // nil: every origin
 	log          *slog.Logger
 }
 
@@ -91,11 +95,15 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	var err error
 	s := &Server{collector: cfg.Collector, ready: cfg.Ready, metrics: cfg.Metrics, log: log,
 		bodyIdle:     orDefault(cfg.BodyIdleTimeout, DefaultBodyIdleTimeout),
 		bodyTimeout:  orDefault(cfg.BodyTimeout, DefaultBodyTimeout),
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		clientIP:     clientIPExtractor(cfg.TrustedProxies),
+	}
+	if s.corsOrigins, err = ParseCORSOrigins(cfg.CORSOrigins); err != nil {
+		return nil, fmt.Errorf("server: Config.CORSOrigins: %w", err)
 	}
 	if s.ready == nil {
 		s.ready = func(context.Context) error { return nil }
@@ -137,8 +145,8 @@ func clientIPExtractor(trusted []*net.IPNet) echo.IPExtractor {
 
 // Handler returns the Echo instance serving the collect API (POST /events, /events/ and
 // /events/batch) and the operations API's health and readiness (GET /healthz, /readyz; metrics are
-// on the admin listener), with errors rendered as
-// the spec's Error body and one log line a request.
+// on the admin listener), with errors rendered as the spec's Error body, CORS for browser
+// trackers, and one log line a request.
 func (s *Server) Handler() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -148,6 +156,7 @@ func (s *Server) Handler() *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(s.requestLogger())
 	e.Use(checkFraming)
+	e.Use(cors(s.corsOrigins))
 	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
 	e.POST("/events", wrapper.CollectEvent)

@@ -48,6 +48,9 @@ type serveCmd struct {
 	// The HTTP server's bounds.
 	MaxConnections int      `default:"10000" help:"Most client connections open at once (lowered to fit the open-file limit); more wait to be accepted."`
 	TrustedProxies []string `sep:"," placeholder:"CIDR" help:"Proxies whose X-Forwarded-For gives the client address (e.g. 10.0.0.0/8); by default none, and the address is the connection's."`
+	// CORSOrigins is the allow-list of the pages that may send events from a browser and read the
+	// answers; by default every origin is reflected (credentials are allowed, so * would not do).
+	CORSOrigins []string `name:"cors-origins" sep:"," placeholder:"ORIGIN" help:"Origins (scheme://host[:port]) whose pages may send events from a browser and read the answers, e.g. https://www.shop.example,https://m.shop.example; by default any origin (reflected, with credentials)."`
 }
 
 // Run wires the store, the source service, the event rules and the HTTP server, serves until
@@ -67,6 +70,10 @@ func (c *serveCmd) Run(env *runEnv) error {
 	proxies, err := parseNetworks(c.TrustedProxies)
 	if err != nil {
 		return usageError{fmt.Errorf("--trusted-proxies: %w", err)}
+	}
+	corsOrigins, err := server.ParseCORSOrigins(c.CORSOrigins)
+	if err != nil {
+		return usageError{fmt.Errorf("--cors-origins: %w", err)}
 	}
 	m := metrics.New()
 	// The delivery engine is woken after every commit of events; it is made once the store is
@@ -122,7 +129,8 @@ func (c *serveCmd) Run(env *runEnv) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log, TrustedProxies: proxies})
+	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log, TrustedProxies: proxies,
+		CORSOrigins: corsOrigins})
 	if err != nil {
 		return err
 	}
@@ -161,7 +169,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		deliver.Retention{Store: db, Keep: time.Duration(c.Retention), Observe: m.ObserveRetention, Logger: log}.Run(background)
 	})
 	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "data", c.Data,
-		"max_connections", httpServer.MaxConnections)
+		"max_connections", httpServer.MaxConnections, "cors_origins", corsSetting(corsOrigins))
 
 	select {
 	case err := <-served:
@@ -284,4 +292,12 @@ func parseNetworks(values []string) ([]*net.IPNet, error) {
 		nets = append(nets, n)
 	}
 	return nets, nil
+}
+
+// corsSetting is how the log shows the CORS allow-list.
+func corsSetting(origins []string) string {
+	if len(origins) == 0 {
+		return "any (reflected)"
+	}
+	return strings.Join(origins, ",")
 }
