@@ -58,7 +58,7 @@ func checkAllowed(t *testing.T, h http.Header, origin string) {
 func TestCORSPreflight(t *testing.T) {
 	e := newEnv(t)
 	const origin = "https://shop.example"
-	for _, path := range []string{"/events", "/events/", "/events/batch"} {
+	for _, path := range []string{"/events", "/events/", "/events/batch", "/cdp/events", "/cdp/events/batch"} {
 		t.Run(path, func(t *testing.T) {
 			r := e.preflight(path, origin)
 			if r.Status != http.StatusNoContent {

@@ -157,9 +157,14 @@ func (s *Server) Handler() *echo.Echo {
 	e.Use(s.requestLogger())
 	e.Use(checkFraming)
 	e.Use(cors(s.corsOrigins))
-	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
-	e.POST("/events", wrapper.CollectEvent)
+	for _, base := range CollectBases {
+		// POST base/ and base/batch, GET base/
+		echoapi.RegisterHandlersWithOptions(e, s, echoapi.RegisterHandlersOptions{BaseURL: base,
+			OperationMiddlewares: map[string][]echo.MiddlewareFunc{"collectPixel": {noCache}}})
+		e.POST(base, wrapper.CollectEvent)
+		e.GET(base, wrapper.CollectPixel, noCache)
+	}
 	// Health and readiness only: metrics are for operators, on the admin listener.
 	health := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
 	e.GET("/healthz", health.GetHealth)
@@ -169,7 +174,12 @@ func (s *Server) Handler() *echo.Echo {
 	return e
 }
 
-// endpoint is what differs between the two collect endpoints.
+// CollectBases are the paths the collect API is served under, as openapi.yaml's servers list
+// them: /events, and /cdp/events, where the vendor's web container sends on a first-party
+// domain. Each serves the same operations, without and with the trailing slash.
+var CollectBases = []string{"/events", "/cdp/events"}
+
+// endpoint is what differs between the collect endpoints.
 type endpoint struct {
 	name      string // the metrics label
 	bodyLimit int64
@@ -179,6 +189,8 @@ type endpoint struct {
 var (
 	singleEndpoint = endpoint{name: "single", bodyLimit: trackapi.SingleBodyLimit}
 	batchEndpoint  = endpoint{name: "batch", bodyLimit: trackapi.BatchBodyLimit, batch: true}
+	// pixelEndpoint has no body: its event is built from the query (see pixel.go).
+	pixelEndpoint = endpoint{name: "pixel", bodyLimit: trackapi.SingleBodyLimit}
 )
 
 // CollectEvent handles POST /events: one event.
@@ -203,7 +215,6 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 
 	// Memory is bounded while the body is read: it holds of the budget what has arrived, and
 	// waits (at most BodyWait) when that would leave the requests in flight unable to finish.
-	req := c.Request()
 	collect := ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, ClientIP: c.RealIP()}
 	body, held, err := s.readBody(c, ep.bodyLimit)
 	defer held.close()
@@ -213,6 +224,69 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	}
 	observed.BodyBytes = len(body)
 	collect.Body = body
+	return s.collect(c, collect, &observed, answerJSON)
+}
+
+// answerJSON is a collect request's 200: the CollectResult.
+func answerJSON(c echo.Context, result gen.CollectResult) error {
+	return c.JSON(http.StatusOK, result)
+}
+
+// noCache keeps every cache from answering a pixel in the server's place, whatever the answer
+// (an event would go uncounted); it runs before the parameters are read, so that Echo's own 400s
+// have it too.
+func noCache(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
+		h.Set("Pragma", "no-cache")
+		h.Set("Expires", "0")
+		return next(c)
+	}
+}
+
+// CollectPixel handles GET /events: one event in the query string (see pixel.go), collected as
+// if POSTed; the answer is a transparent 1×1 GIF, or the CollectResult for a request that
+// accepts JSON.
+func (s *Server) CollectPixel(c echo.Context, params gen.CollectPixelParams) error {
+	start := time.Now()
+	observed := metrics.Request{Endpoint: pixelEndpoint.name}
+	defer func() {
+		observed.Took = time.Since(start)
+		s.metrics.ObserveRequest(observed)
+	}()
+	collect := ingest.Request{Site: deref(params.TcS), Key: sourceKey(params.Token, params.Authorization), ClientIP: c.RealIP()}
+	rawQuery := c.Request().URL.RawQuery
+	if len(rawQuery) <= trackapi.PixelQueryLimit {
+		// What building the event holds is held of the body budget, as a body would be.
+		held := s.bodies.claim(c.RealIP(), pixelClaim(rawQuery))
+		defer held.close()
+		if err := held.grow(c.Request().Context(), pixelClaim(rawQuery)); err != nil {
+			return s.bodyFailed(c, err, collect, &observed)
+		}
+	}
+	body, refusal := pixelEvent(rawQuery)
+	if refusal != nil {
+		s.inspectRefusal(c, collect, refusal)
+		return s.refused(c, refusal, &observed)
+	}
+	observed.BodyBytes = len(body)
+	collect.Body = body
+	return s.collect(c, collect, &observed, answerPixel)
+}
+
+// answerPixel is a pixel's 200: the GIF, or the CollectResult when the request accepts JSON.
+func answerPixel(c echo.Context, result gen.CollectResult) error {
+	if acceptsJSON(c.Request().Header.Values("Accept")) {
+		return c.JSON(http.StatusOK, result)
+	}
+	return c.Blob(http.StatusOK, "image/gif", transparentGIF)
+}
+
+// collect stores a request's events and answers: with answer for a 200, or with the error's
+// status.
+func (s *Server) collect(c echo.Context, collect ingest.Request, observed *metrics.Request, answer func(echo.Context, gen.CollectResult) error) error {
+	req := c.Request()
 	// From here the request is the server's to finish: a client that hangs up (or half-closes its
 	// side after sending) cancels the request's context, but events handed to the store are
 	// committed, and answered, whatever the client does next; only the server's own bound ends it.
@@ -220,14 +294,14 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	defer cancel()
 	result, err := s.collector.Collect(ctx, collect)
 	if err != nil {
-		return s.failed(c, err, &observed)
+		return s.failed(c, err, observed)
 	}
 	observed.Status, observed.Outcome = http.StatusOK, "ok"
 	observed.Accepted, observed.Duplicates = result.Accepted, result.Duplicates
 	// Counted from the listed and the omitted problems, since a long list is cut in the answer.
 	rejected, warnings := ingest.ProblemCounts(result)
 	observed.Rejected, observed.IDReused = rejected, warnings[string(gen.EventIdReused)]
-	return c.JSON(http.StatusOK, result)
+	return answer(c, result)
 }
 
 // bodyFailed answers a request whose body could not be read: a 400 for a refusal, a 503 when the
@@ -350,21 +424,27 @@ func (s *Server) renderError(err error, c echo.Context) {
 // them (the first value of each); nothing of the body was read.
 func (s *Server) inspectEchoRefusal(c echo.Context, code gen.ErrorCode, message string) {
 	req := c.Request()
-	var batch bool
-	switch req.URL.Path {
-	case "/events", "/events/":
-	case "/events/batch":
-		batch = true
-	default:
-		return
-	}
-	if req.Method != http.MethodPost {
+	batch, ok := collectOperation(req.Method, req.URL.Path)
+	if !ok {
 		return
 	}
 	token, authorization := req.URL.Query().Get("token"), req.Header.Get("Authorization")
 	s.inspectRefusal(c, ingest.Request{
 		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, &authorization), ClientIP: c.RealIP(),
 	}, ingest.Refuse(code, "%s", message))
+}
+
+// collectOperation tells whether method and path are a collect operation's, and whether a batch.
+func collectOperation(method, path string) (batch, ok bool) {
+	for _, base := range CollectBases {
+		switch {
+		case path == base || path == base+"/":
+			return false, method == http.MethodPost || method == http.MethodGet
+		case path == base+"/batch":
+			return true, method == http.MethodPost
+		}
+	}
+	return false, false
 }
 
 // logReasonKey is where a handler leaves, for the request's log line, why it refused a request.

@@ -152,7 +152,10 @@ func TestBrowserTrackersCrossOrigin(t *testing.T) {
 	if got := b.send("sendBeacon", "browser-beacon"); got["queued"] != true {
 		t.Errorf("sendBeacon did not queue the event: %v", got)
 	}
-	waitStored(t, data, "browser-fetch", "browser-plain", "browser-xhr", "browser-beacon")
+	if got := b.send("sendPixel", "browser-pixel"); got["width"] != float64(1) || got["height"] != float64(1) {
+		t.Errorf("the pixel: %v, want a 1×1 image", got)
+	}
+	waitStored(t, data, "browser-fetch", "browser-plain", "browser-xhr", "browser-beacon", "browser-pixel")
 }
 
 // With --cors-origins, a listed page reads its answers; another page's browser blocks them: its

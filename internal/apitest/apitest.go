@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -24,11 +25,13 @@ import (
 )
 
 // api is one spec the server serves, and the URL prefix of its paths (its servers' base path).
-// A spec with path parameters is matched by kin-openapi's router instead.
+// A spec with path parameters is matched by kin-openapi's router instead, and one whose paths
+// have servers of their own (the collect API's /cdp/events alias) by each path's servers' paths.
 type api struct {
 	file      string
 	prefix    string
 	templated bool
+	servers   bool
 	once      sync.Once
 	doc       *openapi3.T
 	router    routers.Router
@@ -37,7 +40,12 @@ type api struct {
 
 // apis are the server's specs: the collect API under /events, the config API (admin.yaml, on the
 // admin listener) and the operations API at the root.
-var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "admin.yaml", templated: true}, {file: "ops.yaml"}}
+var apis = []*api{{file: "openapi.yaml", servers: true}, {file: "admin.yaml", templated: true}, {file: "ops.yaml"}}
+
+func init() {
+	// The pixel's GIF, checked as the binary string openapi.yaml declares.
+	openapi3filter.RegisterBodyDecoder("image/gif", openapi3filter.FileBodyDecoder)
+}
 
 // load reads a spec from the repository root (not the copy embedded in gen/, so that a stale gen/
 // cannot hide a change of the spec).
@@ -73,6 +81,12 @@ func route(req *http.Request) (*routers.Route, map[string]string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if a.servers {
+			if rt := routeByServers(doc, method, urlPath); rt != nil {
+				return rt, nil, nil
+			}
+			continue
+		}
 		if a.router != nil {
 			if rt, params, err := a.router.FindRoute(req); err == nil {
 				return rt, params, nil
@@ -90,6 +104,33 @@ func route(req *http.Request) (*routers.Route, map[string]string, error) {
 		}
 	}
 	return nil, nil, nil
+}
+
+// routeByServers finds the operation of method and urlPath in a spec without path parameters,
+// whose paths are relative to their servers (a path's own servers, else the spec's): /events/
+// and /events for the path / under a server at /events.
+func routeByServers(doc *openapi3.T, method, urlPath string) *routers.Route {
+	for path, item := range doc.Paths.Map() {
+		op := item.GetOperation(method)
+		if op == nil {
+			continue
+		}
+		servers := item.Servers
+		if len(servers) == 0 {
+			servers = doc.Servers
+		}
+		for _, server := range servers {
+			u, err := url.Parse(server.URL)
+			if err != nil {
+				continue
+			}
+			base := strings.TrimSuffix(u.Path, "/")
+			if urlPath == base+path || (path == "/" && urlPath == base) {
+				return &routers.Route{Spec: doc, Path: path, PathItem: item, Method: method, Operation: op}
+			}
+		}
+	}
+	return nil
 }
 
 // CheckResponse fails the test unless the response (status, headers, body) is one the spec
