@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -51,6 +52,9 @@ type serveCmd struct {
 	// CORSOrigins is the allow-list of the pages that may send events from a browser and read the
 	// answers; by default every origin is reflected (credentials are allowed, so * would not do).
 	CORSOrigins []string `name:"cors-origins" sep:"," placeholder:"ORIGIN" help:"Origins (scheme://host[:port]) whose pages may send events from a browser and read the answers, e.g. https://www.shop.example,https://m.shop.example; by default any origin (reflected, with credentials)."`
+	// TLS on both listeners, HTTP/2 offered; the files are loaded again when they change.
+	TLSCert string `name:"tls-cert" type:"path" placeholder:"FILE" help:"PEM certificate (with its chain) to serve TLS on both listeners, HTTP/2 offered; reloaded within a second of changing. Needs --tls-key."`
+	TLSKey  string `name:"tls-key" type:"path" placeholder:"FILE" help:"PEM private key of --tls-cert."`
 }
 
 // Run wires the store, the source service, the event rules and the HTTP server, serves until
@@ -74,6 +78,18 @@ func (c *serveCmd) Run(env *runEnv) error {
 	corsOrigins, err := server.ParseCORSOrigins(c.CORSOrigins)
 	if err != nil {
 		return usageError{fmt.Errorf("--cors-origins: %w", err)}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
+	}
+	var tlsConfig *tls.Config
+	scheme := "http"
+	if c.TLSCert != "" {
+		certs, err := server.NewCertReloader(c.TLSCert, c.TLSKey, log)
+		if err != nil {
+			return usageError{fmt.Errorf("--tls-cert/--tls-key: %w", err)}
+		}
+		tlsConfig, scheme = server.TLSConfig(certs), "https"
 	}
 	m := metrics.New()
 	// The delivery engine is woken after every commit of events; it is made once the store is
@@ -119,10 +135,10 @@ func (c *serveCmd) Run(env *runEnv) error {
 		return fmt.Errorf("listening on %s (--admin-addr): %w", c.AdminAddr, err)
 	}
 	defer adminLn.Close()
-	if err := createFirstSource(env.ctx, keys, ln.Addr(), env.stdout); err != nil {
+	if err := createFirstSource(env.ctx, keys, scheme+"://"+curlHost(ln.Addr()), env.stdout); err != nil {
 		return err
 	}
-	if err := createFirstAdminToken(env.ctx, tokens, "http://"+curlHost(adminLn.Addr())+"/ui/", env.stdout); err != nil {
+	if err := createFirstAdminToken(env.ctx, tokens, scheme+"://"+curlHost(adminLn.Addr())+"/ui/", env.stdout); err != nil {
 		return err
 	}
 	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys, Logger: log, Inspector: capture})
@@ -135,7 +151,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		return err
 	}
 	httpServer := server.NewHTTPServer(srv.Handler(), ln, server.HTTPOptions{
-		MaxConnections: c.MaxConnections, Logger: log, Metrics: m,
+		MaxConnections: c.MaxConnections, Logger: log, Metrics: m, TLS: tlsConfig,
 	})
 	adminSrv, err := admin.New(admin.Config{Store: db, Sources: keys, Tokens: tokens, Inspector: db,
 		WaitForEntries: capture.Wait, Sinks: sinkFactories(log), Operations: server.Operations(db.Ping, m),
@@ -148,7 +164,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		return err
 	}
 	// The admin listener is for a few operators and their tools: the server's defaults bound it.
-	adminHTTP := server.NewHTTPServer(adminHandler, adminLn, server.HTTPOptions{MaxConnections: 100, Logger: log})
+	adminHTTP := server.NewHTTPServer(adminHandler, adminLn, server.HTTPOptions{MaxConnections: 100, Logger: log, TLS: tlsConfig})
 
 	ctx, stop := signal.NotifyContext(env.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -169,7 +185,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		deliver.Retention{Store: db, Keep: time.Duration(c.Retention), Observe: m.ObserveRetention, Logger: log}.Run(background)
 	})
 	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "data", c.Data,
-		"max_connections", httpServer.MaxConnections, "cors_origins", corsSetting(corsOrigins))
+		"max_connections", httpServer.MaxConnections, "cors_origins", corsSetting(corsOrigins), "tls", tlsConfig != nil)
 
 	select {
 	case err := <-served:
@@ -226,7 +242,7 @@ func tuneGC() {
 // createFirstSource makes a fresh installation usable at once: with no source yet, it creates one
 // for site 1 and prints its key and a curl command to paste. The key is printed to stdout, once,
 // and never logged.
-func createFirstSource(ctx context.Context, keys *sources.Service, addr net.Addr, stdout io.Writer) error {
+func createFirstSource(ctx context.Context, keys *sources.Service, base string, stdout io.Writer) error {
 	existing, err := keys.List(ctx)
 	if err != nil {
 		return err
@@ -238,7 +254,6 @@ func createFirstSource(ctx context.Context, keys *sources.Service, addr net.Addr
 	if err != nil {
 		return fmt.Errorf("creating the first source: %w", err)
 	}
-	base := "http://" + curlHost(addr)
 	fmt.Fprintf(stdout, `No source yet: created source %d for site %s. Its key, shown only this once:
 
   %s

@@ -177,7 +177,12 @@ func ValidateResponse(req *http.Request, status int, header http.Header, body []
 // Client returns an HTTP client that checks every response against the spec. It works as the
 // HttpRequestDoer of the generated clients too (gen.WithHTTPClient).
 func Client(t testing.TB) *http.Client {
-	return &http.Client{Transport: &checkingTransport{t: t, next: http.DefaultTransport}}
+	return ClientWith(t, http.DefaultTransport)
+}
+
+// ClientWith is Client sending through next (a transport trusting a test CA, say).
+func ClientWith(t testing.TB, next http.RoundTripper) *http.Client {
+	return &http.Client{Transport: &checkingTransport{t: t, next: next}}
 }
 
 type checkingTransport struct {
