@@ -113,12 +113,13 @@ func pixelEvent(rawQuery string) ([]byte, *ingest.Refusal) {
 
 // pixelClaim is the most building the event of rawQuery may allocate (TestPixelEventCost holds
 // it to that): a node and its place in its parent for each parameter and each bracket (counted
-// on the raw query, where a bracket may be encoded), and, for the decoded text and the JSON
-// written, a few times the query.
+// on the raw query, where a bracket may be encoded, and never more than the bounds allow), and,
+// for the decoded text and the JSON written, a few times the query. At most about 1.7 MB.
 func pixelClaim(rawQuery string) int64 {
 	nodes := 1 + strings.Count(rawQuery, "&") + strings.Count(rawQuery, "[") +
 		strings.Count(rawQuery, "%5B") + strings.Count(rawQuery, "%5b")
-	return int64(128*nodes + 8*len(rawQuery) + 1024)
+	nodes = min(nodes, 1+trackapi.PixelMaxParameters*(1+trackapi.PixelMaxNameDepth))
+	return int64(128*nodes + 8*min(len(rawQuery), trackapi.PixelQueryLimit) + 1024)
 }
 
 // pixelName splits a parameter's name into its base and its brackets, appended to steps.
