@@ -25,6 +25,13 @@ const (
 	BatchBodyLimit = 512000
 	// EventLimit is the largest batch element, counted on its raw bytes as sent.
 	EventLimit = 32768
+	// The pixel (GET /events): the largest query string as sent, in bytes (the event built from
+	// it is then bounded by SingleBodyLimit); the most parameters in it; the most bracket levels
+	// in one name (user[a][b] has 2); the largest array index (items[999]).
+	PixelQueryLimit    = 32768
+	PixelMaxParameters = 1000
+	PixelMaxNameDepth  = 10
+	PixelMaxIndex      = 999
 )
 
 // Errors that callers match with errors.Is. A store error that wraps neither ErrUnavailable nor a

@@ -34,6 +34,10 @@ func TestLimitsMatchTheSpec(t *testing.T) {
 		"single_body_bytes": trackapi.SingleBodyLimit,
 		"batch_body_bytes":  trackapi.BatchBodyLimit,
 		"batch_event_bytes": trackapi.EventLimit,
+		"pixel_query_bytes": trackapi.PixelQueryLimit,
+		"pixel_parameters":  trackapi.PixelMaxParameters,
+		"pixel_name_depth":  trackapi.PixelMaxNameDepth,
+		"pixel_max_index":   trackapi.PixelMaxIndex,
 	}
 	if len(limits) != len(want) {
 		t.Errorf("x-trackapi-limits has %v, want exactly the keys of %v", limits, want)

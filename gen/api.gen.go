@@ -346,6 +346,23 @@ type InternalError = Error
 // Unavailable Why a whole request was refused (400) or could not be stored (503, 500).
 type Unavailable = Error
 
+// CollectPixelParams defines parameters for CollectPixel.
+type CollectPixelParams struct {
+	// TcS Site id. Needed with every request: a request without it, or whose key does not belong to
+	// this site, is answered 200 with all its events rejected as `invalid_source`.
+	TcS *SiteId `form:"tc_s,omitempty" json:"tc_s,omitempty"`
+
+	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are given, this one wins.
+	Token *TokenQuery `form:"token,omitempty" json:"token,omitempty"`
+
+	// EventName The event's name. Without it the event is rejected (`missing_event_name`), as a POSTed
+	// one would be. The other properties are further parameters (see the operation's description).
+	EventName *string `form:"event_name,omitempty" json:"event_name,omitempty"`
+
+	// Authorization Bearer {sourceKey}. Use this only if the token query parameter is not provided.
+	Authorization *AuthorizationHeader `json:"Authorization,omitempty"`
+}
+
 // CollectEventParams defines parameters for CollectEvent.
 type CollectEventParams struct {
 	// TcS Site id. Needed with every request: a request without it, or whose key does not belong to
@@ -1133,6 +1150,37 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// CollectPixel Collect an event from a pixel
+	//
+	// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+	// tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
+	// the event, and brackets build what JSON nests:
+	// * `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
+	// * `user[consent_categories][]=1&user[consent_categories][]=3` appends to an array:
+	//   `["1", "3"]`;
+	// * `items[0][product][id]=P1&items[1][product][id]=P2` builds an array of objects. Elements
+	//   are ordered by their index, and indices left out leave no gap.
+	//
+	// Names and values are URL-decoded (`+` is a space). Values stay strings whatever they look
+	// like: `value=9.5` is `"9.5"`, and `context[event_timestamp]=1718003600000` is a numeric
+	// string, converted to a number with a `timestamp_normalized` warning as in a POSTed event.
+	// Properties keep the order of their first parameter. A name given again adds the property
+	// again, as a key repeated in JSON (the last one counts; at the root and in `context` with a
+	// `duplicate_key` warning); a value given again at one array index replaces the earlier one.
+	//
+	// The event built is processed exactly as one POSTed to `/events`, within the same 32768-byte
+	// limit, and the answer is a 1×1 transparent GIF, or the `CollectResult` when the request's
+	// `Accept` names `application/json`. Neither may be cached.
+	//
+	// A query is refused as a whole (400, nothing stored) when it is over 32768 bytes as sent, or
+	// builds an event over 32768 bytes (`payload_too_large`); when it has more than 1000
+	// parameters, a name with more than 10 bracket levels, an array index over 999, a name that
+	// is empty or whose brackets do not pair up, or what is not valid URL encoding of UTF-8 text;
+	// and when `tc_s`, `token` or `event_name` is given twice (`invalid_payload`).
+	//
+	// Corresponds with GET / (the `CollectPixel` operationId).
+	CollectPixel(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// CollectEventWithBody Collect Events
 	//
 	// Collects an event from a website or application.
@@ -1188,6 +1236,47 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /batch (the `CollectBatch` operationId).
 	CollectBatch(ctx context.Context, params *CollectBatchParams, body CollectBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// CollectPixel Collect an event from a pixel
+//
+// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+// tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
+// the event, and brackets build what JSON nests:
+//   - `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
+//   - `user[consent_categories][]=1&user[consent_categories][]=3` appends to an array:
+//     `["1", "3"]`;
+//   - `items[0][product][id]=P1&items[1][product][id]=P2` builds an array of objects. Elements
+//     are ordered by their index, and indices left out leave no gap.
+//
+// Names and values are URL-decoded (`+` is a space). Values stay strings whatever they look
+// like: `value=9.5` is `"9.5"`, and `context[event_timestamp]=1718003600000` is a numeric
+// string, converted to a number with a `timestamp_normalized` warning as in a POSTed event.
+// Properties keep the order of their first parameter. A name given again adds the property
+// again, as a key repeated in JSON (the last one counts; at the root and in `context` with a
+// `duplicate_key` warning); a value given again at one array index replaces the earlier one.
+//
+// The event built is processed exactly as one POSTed to `/events`, within the same 32768-byte
+// limit, and the answer is a 1×1 transparent GIF, or the `CollectResult` when the request's
+// `Accept` names `application/json`. Neither may be cached.
+//
+// A query is refused as a whole (400, nothing stored) when it is over 32768 bytes as sent, or
+// builds an event over 32768 bytes (`payload_too_large`); when it has more than 1000
+// parameters, a name with more than 10 bracket levels, an array index over 999, a name that
+// is empty or whose brackets do not pair up, or what is not valid URL encoding of UTF-8 text;
+// and when `tc_s`, `token` or `event_name` is given twice (`invalid_payload`).
+//
+// Corresponds with GET / (the `CollectPixel` operationId).
+func (c *Client) CollectPixel(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCollectPixelRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // CollectEventWithBody Collect Events
@@ -1284,6 +1373,99 @@ func (c *Client) CollectBatch(ctx context.Context, params *CollectBatchParams, b
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewCollectPixelRequest constructs an http.Request for the CollectPixel method
+func NewCollectPixelRequest(server string, params *CollectPixelParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.TcS != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tc_s", *params.TcS, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Token != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "token", *params.Token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.EventName != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "event_name", *params.EventName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
 }
 
 // NewCollectEventRequest calls the generic CollectEvent builder with application/json body
@@ -1540,6 +1722,39 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// CollectPixelWithResponse Collect an event from a pixel
+	//
+	// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+	// tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
+	// the event, and brackets build what JSON nests:
+	// * `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
+	// * `user[consent_categories][]=1&user[consent_categories][]=3` appends to an array:
+	//   `["1", "3"]`;
+	// * `items[0][product][id]=P1&items[1][product][id]=P2` builds an array of objects. Elements
+	//   are ordered by their index, and indices left out leave no gap.
+	//
+	// Names and values are URL-decoded (`+` is a space). Values stay strings whatever they look
+	// like: `value=9.5` is `"9.5"`, and `context[event_timestamp]=1718003600000` is a numeric
+	// string, converted to a number with a `timestamp_normalized` warning as in a POSTed event.
+	// Properties keep the order of their first parameter. A name given again adds the property
+	// again, as a key repeated in JSON (the last one counts; at the root and in `context` with a
+	// `duplicate_key` warning); a value given again at one array index replaces the earlier one.
+	//
+	// The event built is processed exactly as one POSTed to `/events`, within the same 32768-byte
+	// limit, and the answer is a 1×1 transparent GIF, or the `CollectResult` when the request's
+	// `Accept` names `application/json`. Neither may be cached.
+	//
+	// A query is refused as a whole (400, nothing stored) when it is over 32768 bytes as sent, or
+	// builds an event over 32768 bytes (`payload_too_large`); when it has more than 1000
+	// parameters, a name with more than 10 bracket levels, an array index over 999, a name that
+	// is empty or whose brackets do not pair up, or what is not valid URL encoding of UTF-8 text;
+	// and when `tc_s`, `token` or `event_name` is given twice (`invalid_payload`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET / (the `CollectPixel` operationId).
+	CollectPixelWithResponse(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*CollectPixelResponse, error)
+
 	// CollectEventWithBodyWithResponse Collect Events
 	//
 	// Collects an event from a website or application.
@@ -1595,6 +1810,82 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /batch (the `CollectBatch` operationId).
 	CollectBatchWithResponse(ctx context.Context, params *CollectBatchParams, body CollectBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error)
+}
+
+// CollectPixelResponse200Headers the declared response headers of an HTTP 200 response for CollectPixel
+type CollectPixelResponse200Headers struct {
+	CacheControl *string
+}
+
+// CollectPixelResponse503Headers the declared response headers of an HTTP 503 response for CollectPixel
+type CollectPixelResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CollectPixelResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CollectResult
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CollectPixelResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CollectPixelResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CollectPixelResponse) GetJSON200() *CollectResult {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CollectPixelResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CollectPixelResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CollectPixelResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CollectPixelResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CollectPixelResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CollectPixelResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CollectPixelResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 // CollectEventResponse503Headers the declared response headers of an HTTP 503 response for CollectEvent
@@ -1735,6 +2026,45 @@ func (r CollectBatchResponse) ContentType() string {
 	return ""
 }
 
+// CollectPixelWithResponse Collect an event from a pixel
+//
+// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+// tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
+// the event, and brackets build what JSON nests:
+//   - `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
+//   - `user[consent_categories][]=1&user[consent_categories][]=3` appends to an array:
+//     `["1", "3"]`;
+//   - `items[0][product][id]=P1&items[1][product][id]=P2` builds an array of objects. Elements
+//     are ordered by their index, and indices left out leave no gap.
+//
+// Names and values are URL-decoded (`+` is a space). Values stay strings whatever they look
+// like: `value=9.5` is `"9.5"`, and `context[event_timestamp]=1718003600000` is a numeric
+// string, converted to a number with a `timestamp_normalized` warning as in a POSTed event.
+// Properties keep the order of their first parameter. A name given again adds the property
+// again, as a key repeated in JSON (the last one counts; at the root and in `context` with a
+// `duplicate_key` warning); a value given again at one array index replaces the earlier one.
+//
+// The event built is processed exactly as one POSTed to `/events`, within the same 32768-byte
+// limit, and the answer is a 1×1 transparent GIF, or the `CollectResult` when the request's
+// `Accept` names `application/json`. Neither may be cached.
+//
+// A query is refused as a whole (400, nothing stored) when it is over 32768 bytes as sent, or
+// builds an event over 32768 bytes (`payload_too_large`); when it has more than 1000
+// parameters, a name with more than 10 bracket levels, an array index over 999, a name that
+// is empty or whose brackets do not pair up, or what is not valid URL encoding of UTF-8 text;
+// and when `tc_s`, `token` or `event_name` is given twice (`invalid_payload`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET / (the `CollectPixel` operationId).
+func (c *ClientWithResponses) CollectPixelWithResponse(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*CollectPixelResponse, error) {
+	rsp, err := c.CollectPixel(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCollectPixelResponse(rsp)
+}
+
 // CollectEventWithBodyWithResponse Collect Events
 //
 // Collects an event from a website or application.
@@ -1813,6 +2143,79 @@ func (c *ClientWithResponses) CollectBatchWithResponse(ctx context.Context, para
 		return nil, err
 	}
 	return ParseCollectBatchResponse(rsp)
+}
+
+// ParseCollectPixelResponse parses an HTTP response from a CollectPixelWithResponse call
+func ParseCollectPixelResponse(rsp *http.Response) (*CollectPixelResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CollectPixelResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CollectResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (image/gif) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CollectPixelResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers CollectPixelResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
 }
 
 // ParseCollectEventResponse parses an HTTP response from a CollectEventWithResponse call

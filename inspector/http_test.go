@@ -18,7 +18,8 @@ import (
 )
 
 // TestServerRefusals: the 400s the HTTP layer makes before the collect path (a body over its
-// limit, an encoding it does not take, a parameter given twice) get their entry too, attributed
+// limit, an encoding it does not take, a parameter given twice), on every path and for the pixel,
+// get their entry too, attributed
 // by the key, with the client address masked and the start of what was read of the body.
 func TestServerRefusals(t *testing.T) {
 	var capturer *inspector.Capturer
@@ -61,6 +62,18 @@ func TestServerRefusals(t *testing.T) {
 	post("/events/batch"+query, strings.NewReader(`{"batch":[]}`), "Content-Encoding", "br")
 	post("/events?tc_s=1&tc_s=2&token="+env.Key, strings.NewReader(`{}`))
 	post("/events", strings.NewReader(`{}`), "Authorization", "Bearer "+env.Key, "Authorization", "Bearer x")
+	// The aliases and the pixel: Echo's refusal (a parameter twice), the pixel's own.
+	post("/cdp/events/batch"+query, strings.NewReader(`{"batch":[]}`), "Content-Encoding", "br")
+	for _, path := range []string{"/events" + query + "&event_name=a&event_name=b", "/cdp/events" + query + "&event_name=a&user[id=1"} {
+		resp, err := http.Get(env.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+		}
+	}
 	// A refusal of the collect path, and an accepted event, for comparison.
 	if status := post("/events"+query, bytes.NewReader([]byte(`[]`))); status != http.StatusBadRequest {
 		t.Fatalf("a JSON array: status %d", status)
@@ -84,6 +97,9 @@ func TestServerRefusals(t *testing.T) {
 		{"invalid_json", env.Site, env.Source.ID, true, ``},
 		{"invalid_payload", "1", env.Source.ID, false, ``}, // the key is known: its source, site mismatch
 		{"invalid_payload", "", 0, false, ``},              // no tc_s: missing credentials
+		{"invalid_json", env.Site, env.Source.ID, true, ``},
+		{"invalid_payload", env.Site, env.Source.ID, false, ``}, // the pixel's event_name twice
+		{"invalid_payload", env.Site, env.Source.ID, false, ``}, // the pixel's brackets
 		{"invalid_payload", env.Site, env.Source.ID, false, `[]`},
 	}
 	if len(entries) != len(want) {

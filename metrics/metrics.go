@@ -49,7 +49,7 @@ func New() *Metrics {
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackapi_requests_total",
-			Help: "Collect requests by endpoint (single, batch) and outcome: ok (a 200), a 400 code, or unavailable (a 503).",
+			Help: "Collect requests by endpoint (single, batch, pixel) and outcome: ok (a 200), a 400 code, or unavailable (a 503).",
 		}, []string{"endpoint", "outcome"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackapi_events_total",
@@ -148,7 +148,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
 // Request is what the collect handlers know about one request once it is answered.
 type Request struct {
-	Endpoint  string // single or batch
+	Endpoint  string // single, batch or pixel
 	Status    int
 	Outcome   string // ok, a 400 code, or unavailable
 	BodyBytes int

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -43,6 +44,12 @@ type HTTPOptions struct {
 	MaxHeaderBytes    int
 	Logger            *slog.Logger     // nil: slog.Default()
 	Metrics           *metrics.Metrics // nil: none
+	// TLS, when set, makes the server speak TLS (see TLSConfig), with HTTP/2 offered. Its
+	// connections are not watched for smuggling (framingConn would see ciphertext): a request
+	// with a Transfer-Encoding still closes its connection after its answer, so that nothing
+	// after a chunked body is read as a request, but one that also has a Content-Length is
+	// served rather than refused.
+	TLS *tls.Config
 }
 
 // HTTPServer is an http.Server with its listener, bounded: at most MaxConnections connections are
@@ -72,7 +79,7 @@ func NewHTTPServer(h http.Handler, ln net.Listener, opts HTTPOptions) *HTTPServe
 		logger.Warn("fewer connections than asked: the open-file limit is low", "max_connections", capped,
 			"asked", asked, "open_file_limit", limit)
 	}
-	bl := &boundedListener{Listener: ln, slots: make(chan struct{}, capped), done: make(chan struct{})}
+	bl := &boundedListener{Listener: ln, slots: make(chan struct{}, capped), done: make(chan struct{}), watch: opts.TLS == nil}
 	hs := &HTTPServer{MaxConnections: capped, listener: bl}
 	g := &connGuard{
 		high: max(1, int(float64(capped)*pressureHigh)), low: int(float64(capped) * pressureLow),
@@ -91,13 +98,20 @@ func NewHTTPServer(h http.Handler, ln net.Listener, opts HTTPOptions) *HTTPServe
 		// Every request reaches the handler, so that each takes its own header block's framing
 		// (net/http would answer OPTIONS * itself).
 		DisableGeneralOptionsHandler: true,
+		TLSConfig:                    opts.TLS,
 	}
 	g.srv = hs.Server
 	return hs
 }
 
-// Serve accepts connections until Shutdown or Close.
-func (s *HTTPServer) Serve() error { return s.Server.Serve(s.listener) }
+// Serve accepts connections until Shutdown or Close: TLS ones (HTTP/2 or HTTP/1.1, as the client
+// chooses) when HTTPOptions.TLS was set.
+func (s *HTTPServer) Serve() error {
+	if s.Server.TLSConfig != nil {
+		return s.Server.ServeTLS(s.listener, "", "")
+	}
+	return s.Server.Serve(s.listener)
+}
 
 // boundedListener accepts at most cap(slots) connections at once, and wraps each in a
 // framingConn. It is netutil.LimitListener's semaphore, written here because LimitListener's
@@ -107,6 +121,7 @@ type boundedListener struct {
 	net.Listener
 	slots     chan struct{}
 	done      chan struct{}
+	watch     bool // watch the framing of requests (plain HTTP only)
 	closeOnce sync.Once
 }
 
@@ -121,7 +136,11 @@ func (l *boundedListener) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &framingConn{Conn: c, release: func() { <-l.slots }}, nil
+	fc := &framingConn{Conn: c, release: func() { <-l.slots }}
+	if !l.watch {
+		fc.state = stopped
+	}
+	return fc, nil
 }
 
 func (l *boundedListener) Close() error {

@@ -57,6 +57,9 @@ type Config struct {
 	// request (in logs and for the per-client share of the budget) is then the nearest address of
 	// that header not in them. Empty: the connection's peer address, whatever the headers say.
 	TrustedProxies []*net.IPNet
+	// CORSOrigins are the origins whose pages may send events and read the answers from a
+	// browser (see ParseCORSOrigins for their form). Empty: every origin (see cors).
+	CORSOrigins []string
 }
 
 // DefaultStoreTimeout bounds storing one request's events (a commit takes milliseconds; this is
@@ -77,6 +80,7 @@ type Server struct {
 	bodyTimeout  time.Duration
 	storeTimeout time.Duration
 	clientIP     echo.IPExtractor
+	corsOrigins  []string // nil: every origin
 	log          *slog.Logger
 }
 
@@ -91,11 +95,15 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	var err error
 	s := &Server{collector: cfg.Collector, ready: cfg.Ready, metrics: cfg.Metrics, log: log,
 		bodyIdle:     orDefault(cfg.BodyIdleTimeout, DefaultBodyIdleTimeout),
 		bodyTimeout:  orDefault(cfg.BodyTimeout, DefaultBodyTimeout),
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		clientIP:     clientIPExtractor(cfg.TrustedProxies),
+	}
+	if s.corsOrigins, err = ParseCORSOrigins(cfg.CORSOrigins); err != nil {
+		return nil, fmt.Errorf("server: Config.CORSOrigins: %w", err)
 	}
 	if s.ready == nil {
 		s.ready = func(context.Context) error { return nil }
@@ -136,10 +144,10 @@ func clientIPExtractor(trusted []*net.IPNet) echo.IPExtractor {
 }
 
 // Handler returns the Echo instance serving the collect API (POST /events, /events/ and
-// /events/batch) and the operations API but its metrics, which are on the admin listener: health
-// and readiness (GET /healthz, /readyz), the collect API's spec (GET /openapi.yaml, /openapi.json)
-// and its docs page (GET /docs/), with errors rendered as the spec's Error body and one log line a
-// request.
+// /events/batch, and their pixel and /cdp aliases) and the operations API but its metrics, which
+// are on the admin listener: health and readiness (GET /healthz, /readyz), the collect API's spec
+// (GET /openapi.yaml, /openapi.json) and its docs page (GET /docs/), with errors rendered as the
+// spec's Error body, CORS for browser trackers, and one log line a request.
 func (s *Server) Handler() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -149,9 +157,15 @@ func (s *Server) Handler() *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(s.requestLogger())
 	e.Use(checkFraming)
-	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
+	e.Use(cors(s.corsOrigins))
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
-	e.POST("/events", wrapper.CollectEvent)
+	for _, base := range CollectBases {
+		// POST base/ and base/batch, GET base/
+		echoapi.RegisterHandlersWithOptions(e, s, echoapi.RegisterHandlersOptions{BaseURL: base,
+			OperationMiddlewares: map[string][]echo.MiddlewareFunc{"collectPixel": {noCache}}})
+		e.POST(base, wrapper.CollectEvent)
+		e.GET(base, wrapper.CollectPixel, noCache)
+	}
 	// All of the operations API but the metrics, which are for operators, on the admin listener.
 	opsAPI := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
 	e.GET("/healthz", opsAPI.GetHealth)
@@ -167,7 +181,12 @@ func (s *Server) Handler() *echo.Echo {
 	return e
 }
 
-// endpoint is what differs between the two collect endpoints.
+// CollectBases are the paths the collect API is served under, as openapi.yaml's servers list
+// them: /events, and /cdp/events, where the vendor's web container sends on a first-party
+// domain. Each serves the same operations, without and with the trailing slash.
+var CollectBases = []string{"/events", "/cdp/events"}
+
+// endpoint is what differs between the collect endpoints.
 type endpoint struct {
 	name      string // the metrics label
 	bodyLimit int64
@@ -177,6 +196,8 @@ type endpoint struct {
 var (
 	singleEndpoint = endpoint{name: "single", bodyLimit: trackapi.SingleBodyLimit}
 	batchEndpoint  = endpoint{name: "batch", bodyLimit: trackapi.BatchBodyLimit, batch: true}
+	// pixelEndpoint has no body: its event is built from the query (see pixel.go).
+	pixelEndpoint = endpoint{name: "pixel", bodyLimit: trackapi.SingleBodyLimit}
 )
 
 // CollectEvent handles POST /events: one event.
@@ -201,7 +222,6 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 
 	// Memory is bounded while the body is read: it holds of the budget what has arrived, and
 	// waits (at most BodyWait) when that would leave the requests in flight unable to finish.
-	req := c.Request()
 	collect := ingest.Request{Batch: ep.batch, Site: deref(site), Key: key, ClientIP: c.RealIP()}
 	body, held, err := s.readBody(c, ep.bodyLimit)
 	defer held.close()
@@ -211,6 +231,69 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	}
 	observed.BodyBytes = len(body)
 	collect.Body = body
+	return s.collect(c, collect, &observed, answerJSON)
+}
+
+// answerJSON is a collect request's 200: the CollectResult.
+func answerJSON(c echo.Context, result gen.CollectResult) error {
+	return c.JSON(http.StatusOK, result)
+}
+
+// noCache keeps every cache from answering a pixel in the server's place, whatever the answer
+// (an event would go uncounted); it runs before the parameters are read, so that Echo's own 400s
+// have it too.
+func noCache(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
+		h.Set("Pragma", "no-cache")
+		h.Set("Expires", "0")
+		return next(c)
+	}
+}
+
+// CollectPixel handles GET /events: one event in the query string (see pixel.go), collected as
+// if POSTed; the answer is a transparent 1×1 GIF, or the CollectResult for a request that
+// accepts JSON.
+func (s *Server) CollectPixel(c echo.Context, params gen.CollectPixelParams) error {
+	start := time.Now()
+	observed := metrics.Request{Endpoint: pixelEndpoint.name}
+	defer func() {
+		observed.Took = time.Since(start)
+		s.metrics.ObserveRequest(observed)
+	}()
+	collect := ingest.Request{Site: deref(params.TcS), Key: sourceKey(params.Token, params.Authorization), ClientIP: c.RealIP()}
+	rawQuery := c.Request().URL.RawQuery
+	if len(rawQuery) <= trackapi.PixelQueryLimit {
+		// What building the event holds is held of the body budget, as a body would be.
+		held := s.bodies.claim(c.RealIP(), pixelClaim(rawQuery))
+		defer held.close()
+		if err := held.grow(c.Request().Context(), pixelClaim(rawQuery)); err != nil {
+			return s.bodyFailed(c, err, collect, &observed)
+		}
+	}
+	body, refusal := pixelEvent(rawQuery)
+	if refusal != nil {
+		s.inspectRefusal(c, collect, refusal)
+		return s.refused(c, refusal, &observed)
+	}
+	observed.BodyBytes = len(body)
+	collect.Body = body
+	return s.collect(c, collect, &observed, answerPixel)
+}
+
+// answerPixel is a pixel's 200: the GIF, or the CollectResult when the request accepts JSON.
+func answerPixel(c echo.Context, result gen.CollectResult) error {
+	if acceptsJSON(c.Request().Header.Values("Accept")) {
+		return c.JSON(http.StatusOK, result)
+	}
+	return c.Blob(http.StatusOK, "image/gif", transparentGIF)
+}
+
+// collect stores a request's events and answers: with answer for a 200, or with the error's
+// status.
+func (s *Server) collect(c echo.Context, collect ingest.Request, observed *metrics.Request, answer func(echo.Context, gen.CollectResult) error) error {
+	req := c.Request()
 	// From here the request is the server's to finish: a client that hangs up (or half-closes its
 	// side after sending) cancels the request's context, but events handed to the store are
 	// committed, and answered, whatever the client does next; only the server's own bound ends it.
@@ -218,14 +301,14 @@ func (s *Server) handle(c echo.Context, ep endpoint, site *string, key string) e
 	defer cancel()
 	result, err := s.collector.Collect(ctx, collect)
 	if err != nil {
-		return s.failed(c, err, &observed)
+		return s.failed(c, err, observed)
 	}
 	observed.Status, observed.Outcome = http.StatusOK, "ok"
 	observed.Accepted, observed.Duplicates = result.Accepted, result.Duplicates
 	// Counted from the listed and the omitted problems, since a long list is cut in the answer.
 	rejected, warnings := ingest.ProblemCounts(result)
 	observed.Rejected, observed.IDReused = rejected, warnings[string(gen.EventIdReused)]
-	return c.JSON(http.StatusOK, result)
+	return answer(c, result)
 }
 
 // bodyFailed answers a request whose body could not be read: a 400 for a refusal, a 503 when the
@@ -348,21 +431,27 @@ func (s *Server) renderError(err error, c echo.Context) {
 // them (the first value of each); nothing of the body was read.
 func (s *Server) inspectEchoRefusal(c echo.Context, code gen.ErrorCode, message string) {
 	req := c.Request()
-	var batch bool
-	switch req.URL.Path {
-	case "/events", "/events/":
-	case "/events/batch":
-		batch = true
-	default:
-		return
-	}
-	if req.Method != http.MethodPost {
+	batch, ok := collectOperation(req.Method, req.URL.Path)
+	if !ok {
 		return
 	}
 	token, authorization := req.URL.Query().Get("token"), req.Header.Get("Authorization")
 	s.inspectRefusal(c, ingest.Request{
 		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, &authorization), ClientIP: c.RealIP(),
 	}, ingest.Refuse(code, "%s", message))
+}
+
+// collectOperation tells whether method and path are a collect operation's, and whether a batch.
+func collectOperation(method, path string) (batch, ok bool) {
+	for _, base := range CollectBases {
+		switch {
+		case path == base || path == base+"/":
+			return false, method == http.MethodPost || method == http.MethodGet
+		case path == base+"/batch":
+			return true, method == http.MethodPost
+		}
+	}
+	return false, false
 }
 
 // logReasonKey is where a handler leaves, for the request's log line, why it refused a request.

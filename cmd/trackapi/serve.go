@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -48,6 +49,12 @@ type serveCmd struct {
 	// The HTTP server's bounds.
 	MaxConnections int      `default:"10000" help:"Most client connections open at once (lowered to fit the open-file limit); more wait to be accepted."`
 	TrustedProxies []string `sep:"," placeholder:"CIDR" help:"Proxies whose X-Forwarded-For gives the client address (e.g. 10.0.0.0/8); by default none, and the address is the connection's."`
+	// CORSOrigins is the allow-list of the pages that may send events from a browser and read the
+	// answers; by default every origin is reflected (credentials are allowed, so * would not do).
+	CORSOrigins []string `name:"cors-origins" sep:"," placeholder:"ORIGIN" help:"Origins (scheme://host[:port]) whose pages may send events from a browser and read the answers, e.g. https://www.shop.example,https://m.shop.example; by default any origin (reflected, with credentials)."`
+	// TLS on both listeners, HTTP/2 offered; the files are loaded again when they change.
+	TLSCert string `name:"tls-cert" type:"path" placeholder:"FILE" help:"PEM certificate (with its chain) to serve TLS on both listeners, HTTP/2 offered; reloaded within a second of changing. Needs --tls-key."`
+	TLSKey  string `name:"tls-key" type:"path" placeholder:"FILE" help:"PEM private key of --tls-cert."`
 }
 
 // Run wires the store, the source service, the event rules and the HTTP server, serves until
@@ -67,6 +74,22 @@ func (c *serveCmd) Run(env *runEnv) error {
 	proxies, err := parseNetworks(c.TrustedProxies)
 	if err != nil {
 		return usageError{fmt.Errorf("--trusted-proxies: %w", err)}
+	}
+	corsOrigins, err := server.ParseCORSOrigins(c.CORSOrigins)
+	if err != nil {
+		return usageError{fmt.Errorf("--cors-origins: %w", err)}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
+	}
+	var tlsConfig *tls.Config
+	scheme := "http"
+	if c.TLSCert != "" {
+		certs, err := server.NewCertReloader(c.TLSCert, c.TLSKey, log)
+		if err != nil {
+			return usageError{fmt.Errorf("--tls-cert/--tls-key: %w", err)}
+		}
+		tlsConfig, scheme = server.TLSConfig(certs), "https"
 	}
 	m := metrics.New()
 	// The delivery engine is woken after every commit of events; it is made once the store is
@@ -112,22 +135,23 @@ func (c *serveCmd) Run(env *runEnv) error {
 		return fmt.Errorf("listening on %s (--admin-addr): %w", c.AdminAddr, err)
 	}
 	defer adminLn.Close()
-	if err := createFirstSource(env.ctx, keys, ln.Addr(), env.stdout); err != nil {
+	if err := createFirstSource(env.ctx, keys, scheme+"://"+curlHost(ln.Addr()), env.stdout); err != nil {
 		return err
 	}
-	if err := createFirstAdminToken(env.ctx, tokens, "http://"+curlHost(adminLn.Addr())+"/ui/", env.stdout); err != nil {
+	if err := createFirstAdminToken(env.ctx, tokens, scheme+"://"+curlHost(adminLn.Addr())+"/ui/", env.stdout); err != nil {
 		return err
 	}
 	collector, err := ingest.New(ingest.Config{Store: db, Sources: keys, Logger: log, Inspector: capture})
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log, TrustedProxies: proxies})
+	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: log, TrustedProxies: proxies,
+		CORSOrigins: corsOrigins})
 	if err != nil {
 		return err
 	}
 	httpServer := server.NewHTTPServer(srv.Handler(), ln, server.HTTPOptions{
-		MaxConnections: c.MaxConnections, Logger: log, Metrics: m,
+		MaxConnections: c.MaxConnections, Logger: log, Metrics: m, TLS: tlsConfig,
 	})
 	adminSrv, err := admin.New(admin.Config{Store: db, Sources: keys, Tokens: tokens, Inspector: db,
 		WaitForEntries: capture.Wait, Sinks: sinkFactories(log), Operations: server.Operations(db.Ping, m),
@@ -140,7 +164,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		return err
 	}
 	// The admin listener is for a few operators and their tools: the server's defaults bound it.
-	adminHTTP := server.NewHTTPServer(adminHandler, adminLn, server.HTTPOptions{MaxConnections: 100, Logger: log})
+	adminHTTP := server.NewHTTPServer(adminHandler, adminLn, server.HTTPOptions{MaxConnections: 100, Logger: log, TLS: tlsConfig})
 
 	ctx, stop := signal.NotifyContext(env.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -161,7 +185,7 @@ func (c *serveCmd) Run(env *runEnv) error {
 		deliver.Retention{Store: db, Keep: time.Duration(c.Retention), Observe: m.ObserveRetention, Logger: log}.Run(background)
 	})
 	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "data", c.Data,
-		"max_connections", httpServer.MaxConnections)
+		"max_connections", httpServer.MaxConnections, "cors_origins", corsSetting(corsOrigins), "tls", tlsConfig != nil)
 
 	select {
 	case err := <-served:
@@ -218,7 +242,7 @@ func tuneGC() {
 // createFirstSource makes a fresh installation usable at once: with no source yet, it creates one
 // for site 1 and prints its key and a curl command to paste. The key is printed to stdout, once,
 // and never logged.
-func createFirstSource(ctx context.Context, keys *sources.Service, addr net.Addr, stdout io.Writer) error {
+func createFirstSource(ctx context.Context, keys *sources.Service, base string, stdout io.Writer) error {
 	existing, err := keys.List(ctx)
 	if err != nil {
 		return err
@@ -230,7 +254,6 @@ func createFirstSource(ctx context.Context, keys *sources.Service, addr net.Addr
 	if err != nil {
 		return fmt.Errorf("creating the first source: %w", err)
 	}
-	base := "http://" + curlHost(addr)
 	fmt.Fprintf(stdout, `No source yet: created source %d for site %s. Its key, shown only this once:
 
   %s
@@ -284,4 +307,12 @@ func parseNetworks(values []string) ([]*net.IPNet, error) {
 		nets = append(nets, n)
 	}
 	return nets, nil
+}
+
+// corsSetting is how the log shows the CORS allow-list.
+func corsSetting(origins []string) string {
+	if len(origins) == 0 {
+		return "any (reflected)"
+	}
+	return strings.Join(origins, ",")
 }

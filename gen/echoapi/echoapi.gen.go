@@ -14,6 +14,9 @@ import (
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// CollectPixel Collect an event from a pixel
+	// (GET /)
+	CollectPixel(ctx echo.Context, params CollectPixelParams) error
 	// CollectEvent Collect Events
 	// (POST /)
 	CollectEvent(ctx echo.Context, params CollectEventParams) error
@@ -25,6 +28,55 @@ type ServerInterface interface {
 // ServerInterfaceWrapper converts echo contexts to parameters.
 type ServerInterfaceWrapper struct {
 	Handler ServerInterface
+}
+
+// CollectPixel converts echo context to params.
+func (w *ServerInterfaceWrapper) CollectPixel(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CollectPixelParams
+	// ------------- Optional query parameter "tc_s" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tc_s", ctx.QueryParams(), &params.TcS, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tc_s: %s", err))
+	}
+
+	// ------------- Optional query parameter "token" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "token", ctx.QueryParams(), &params.Token, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
+	}
+
+	// ------------- Optional query parameter "event_name" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "event_name", ctx.QueryParams(), &params.EventName, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter event_name: %s", err))
+	}
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Authorization" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Authorization")]; found {
+		var Authorization AuthorizationHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Authorization, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Authorization", valueList[0], &Authorization, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Authorization: %s", err))
+		}
+
+		params.Authorization = &Authorization
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CollectPixel(ctx, params)
+	return err
 }
 
 // CollectEvent converts echo context to params.
@@ -188,6 +240,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 		Handler: si,
 	}
 
+	router.GET(options.BaseURL+"/", wrapper.CollectPixel, options.OperationMiddlewares["collectPixel"]...)
 	router.POST(options.BaseURL+"/", wrapper.CollectEvent, options.OperationMiddlewares["collectEvent"]...)
 	router.POST(options.BaseURL+"/batch", wrapper.CollectBatch, options.OperationMiddlewares["collectBatch"]...)
 

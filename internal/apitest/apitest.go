@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -24,11 +25,13 @@ import (
 )
 
 // api is one spec the server serves, and the URL prefix of its paths (its servers' base path).
-// A spec with path parameters is matched by kin-openapi's router instead.
+// A spec with path parameters is matched by kin-openapi's router instead, and one whose paths
+// have servers of their own (the collect API's /cdp/events alias) by each path's servers' paths.
 type api struct {
 	file      string
 	prefix    string
 	templated bool
+	servers   bool
 	once      sync.Once
 	doc       *openapi3.T
 	router    routers.Router
@@ -37,7 +40,12 @@ type api struct {
 
 // apis are the server's specs: the collect API under /events, the config API (admin.yaml, on the
 // admin listener) and the operations API at the root (with the docs pages' files, /docs/{asset}).
-var apis = []*api{{file: "openapi.yaml", prefix: "/events"}, {file: "admin.yaml", templated: true}, {file: "ops.yaml", templated: true}}
+var apis = []*api{{file: "openapi.yaml", servers: true}, {file: "admin.yaml", templated: true}, {file: "ops.yaml", templated: true}}
+
+func init() {
+	// The pixel's GIF, checked as the binary string openapi.yaml declares.
+	openapi3filter.RegisterBodyDecoder("image/gif", openapi3filter.FileBodyDecoder)
+}
 
 // load reads a spec from the repository root (not the copy embedded in gen/, so that a stale gen/
 // cannot hide a change of the spec).
@@ -73,6 +81,12 @@ func route(req *http.Request) (*routers.Route, map[string]string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if a.servers {
+			if rt := routeByServers(doc, method, urlPath); rt != nil {
+				return rt, nil, nil
+			}
+			continue
+		}
 		if a.router != nil {
 			if rt, params, err := a.router.FindRoute(req); err == nil {
 				return rt, params, nil
@@ -92,6 +106,33 @@ func route(req *http.Request) (*routers.Route, map[string]string, error) {
 	return nil, nil, nil
 }
 
+// routeByServers finds the operation of method and urlPath in a spec without path parameters,
+// whose paths are relative to their servers (a path's own servers, else the spec's): /events/
+// and /events for the path / under a server at /events.
+func routeByServers(doc *openapi3.T, method, urlPath string) *routers.Route {
+	for path, item := range doc.Paths.Map() {
+		op := item.GetOperation(method)
+		if op == nil {
+			continue
+		}
+		servers := item.Servers
+		if len(servers) == 0 {
+			servers = doc.Servers
+		}
+		for _, server := range servers {
+			u, err := url.Parse(server.URL)
+			if err != nil {
+				continue
+			}
+			base := strings.TrimSuffix(u.Path, "/")
+			if urlPath == base+path || (path == "/" && urlPath == base) {
+				return &routers.Route{Spec: doc, Path: path, PathItem: item, Method: method, Operation: op}
+			}
+		}
+	}
+	return nil
+}
+
 // CheckResponse fails the test unless the response (status, headers, body) is one the spec
 // declares for the request's operation. Requests to paths outside the spec must at least get JSON.
 func CheckResponse(t testing.TB, req *http.Request, status int, header http.Header, body []byte) {
@@ -103,6 +144,14 @@ func CheckResponse(t testing.TB, req *http.Request, status int, header http.Head
 
 // ValidateResponse is CheckResponse as an error, for places without a testing.TB.
 func ValidateResponse(req *http.Request, status int, header http.Header, body []byte) error {
+	if req.Method == http.MethodOptions {
+		// The CORS layer answers every OPTIONS (a browser's preflight) before any operation, as
+		// openapi.yaml's description says; the specs describe no OPTIONS operation.
+		if status != http.StatusNoContent || len(body) != 0 {
+			return fmt.Errorf("an OPTIONS request must get 204 and no body, got %d and %d bytes", status, len(body))
+		}
+		return nil
+	}
 	rt, params, err := route(req)
 	if err != nil {
 		return err
@@ -128,7 +177,12 @@ func ValidateResponse(req *http.Request, status int, header http.Header, body []
 // Client returns an HTTP client that checks every response against the spec. It works as the
 // HttpRequestDoer of the generated clients too (gen.WithHTTPClient).
 func Client(t testing.TB) *http.Client {
-	return &http.Client{Transport: &checkingTransport{t: t, next: http.DefaultTransport}}
+	return ClientWith(t, http.DefaultTransport)
+}
+
+// ClientWith is Client sending through next (a transport trusting a test CA, say).
+func ClientWith(t testing.TB, next http.RoundTripper) *http.Client {
+	return &http.Client{Transport: &checkingTransport{t: t, next: next}}
 }
 
 type checkingTransport struct {

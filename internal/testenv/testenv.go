@@ -38,6 +38,8 @@ type Options struct {
 	// BodyBudget and BodyWait are the server's (0: its defaults).
 	BodyBudget int64
 	BodyWait   time.Duration
+	// CORSOrigins is the server's allow-list (nil: every origin).
+	CORSOrigins []string
 	// Events, when set, replaces the SQLite store on the collect path (for benchmarks that
 	// measure without storage); sources stay in SQLite.
 	Events trackapi.EventStore
@@ -143,7 +145,7 @@ func Open(opts Options) (*Server, error) {
 		return fail(err)
 	}
 	srv, err := server.New(server.Config{Collector: collector, Ready: db.Ping, Metrics: m, Logger: opts.Logger,
-		BodyBudget: opts.BodyBudget, BodyWait: opts.BodyWait})
+		BodyBudget: opts.BodyBudget, BodyWait: opts.BodyWait, CORSOrigins: opts.CORSOrigins})
 	if err != nil {
 		return fail(err)
 	}
