@@ -25,6 +25,29 @@ const chromiumPath = "/usr/bin/chromium"
 type browser struct {
 	t   *testing.T
 	ctx context.Context
+
+	mu       sync.Mutex
+	expected []string // page errors a test provokes on purpose (see expectPageError)
+}
+
+// expectPageError lets page errors containing text pass: for a test that provokes one on purpose,
+// such as a request the Content-Security-Policy must block.
+func (b *browser) expectPageError(text string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.expected = append(b.expected, text)
+}
+
+// unexpected reports whether a page error is not one the test asked for.
+func (b *browser) unexpected(msg string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, text := range b.expected {
+		if strings.Contains(msg, text) {
+			return false
+		}
+	}
+	return true
 }
 
 func newBrowser(t *testing.T) *browser {
@@ -208,7 +231,7 @@ func (b *browser) watchErrors() {
 				msg = string(ev.Entry.Source) + ": " + ev.Entry.Text
 			}
 		}
-		if msg != "" {
+		if msg != "" && b.unexpected(msg) {
 			mu.Lock()
 			seen = append(seen, msg)
 			mu.Unlock()

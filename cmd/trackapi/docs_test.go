@@ -326,6 +326,7 @@ func TestDocsPagesOffline(t *testing.T) {
 	}
 	// Nor can a script of the page send it elsewhere: its Content-Security-Policy allows requests
 	// to its own origin only.
+	b.expectPageError("http://127.0.0.2:9/")
 	other, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
 		`fetch("http://127.0.0.2:9/", {headers: {Authorization: "Bearer x"}}).then(() => "sent", () => "refused")`,
 		chromedp.EvalAwaitPromise))
