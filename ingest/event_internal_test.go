@@ -7,9 +7,11 @@ import (
 	"time"
 )
 
-// sampleEvent is a realistic event of about size bytes: standard fields plus custom properties.
+// sampleEvent is a realistic event of about size bytes: a purchase with every property the
+// standard event requires, plus custom properties.
 func sampleEvent(id string, size int) []byte {
 	head := fmt.Sprintf(`{"event_name":"purchase","id":"o-1","type":"online","value":12.5,"revenue":10,"currency":"EUR",`+
+		`"payment_method":"card","status":"in_progress",`+
 		`"items":[{"id":"i1","quantity":1,"product":{"id":"p1","name":"Shirt","price":10}}],`+
 		`"user":{"consistent_anonymous_id":"a1","consent_categories":["1","3"]},`+
 		`"context":{"event_id":%q,"event_timestamp":1639044446636,"page":{"url":"https://shop.example/p/1","title":"Shirt"}},"note":"`, id)
