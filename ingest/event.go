@@ -31,9 +31,10 @@ const maxSchemaWarnings = 10
 // event's free-form payload (items, custom properties) costs no decoding. newEventProcessor
 // refuses a schema for which that would not hold.
 type eventProcessor struct {
-	schema *openapi3.Schema
-	known  []string // the root properties the schema describes
-	quoted []string // the same names as JSON strings, for building the subset to decode
+	schema   *openapi3.Schema
+	known    []string       // the root properties the schema describes
+	quoted   []string       // the same names as JSON strings, for building the subset to decode
+	standard standardEvents // the standard events' required properties (standard.go)
 }
 
 func newEventProcessor() (*eventProcessor, error) {
@@ -63,7 +64,11 @@ func newEventProcessor() (*eventProcessor, error) {
 	for i, name := range known {
 		quoted[i] = strconv.Quote(name)
 	}
-	return &eventProcessor{schema: schema, known: known, quoted: quoted}, nil
+	standard, err := loadStandardEvents(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &eventProcessor{schema: schema, known: known, quoted: quoted, standard: standard}, nil
 }
 
 // processedEvent is the outcome for one event: either rejected, or a body and id to store with
@@ -177,6 +182,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
+	out.warnings = p.standard.missingRequired(out.warnings, name, members)
 
 	out.body = raw
 	var contextJSON []byte // the context to store, when not the one sent
