@@ -85,7 +85,8 @@ type processedEvent struct {
 }
 
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
-// normalisation (a root-level event_timestamp moves into context).
+// normalisation (a root-level event_timestamp moves into context). A legacy event is converted
+// first (legacy.go), and everything after reads the converted event, which is what is stored.
 //
 // A key repeated at the event's root or in its context is read as encoding/json reads it, the last
 // one winning, and the stored body keeps only that last one (duplicate_key), so that every reader
@@ -99,8 +100,14 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
-	testCode := stringMember(members, "test_code")
 	event, tooDeep, knownSize := p.decodeKnown(members)
+	var converted []trackapi.Problem // the legacy conversion's warnings
+	if context, _ := event["context"].(map[string]any); isLegacy(members, context) {
+		raw, converted = convertLegacy(members)
+		members, _ = appendMembers(rootBuf[:0], raw)
+		event, tooDeep, knownSize = p.decodeKnown(members)
+	}
+	testCode := stringMember(members, "test_code")
 	name, ok := event["event_name"].(string)
 	if !ok {
 		return processedEvent{testCode: testCode, rejected: &trackapi.Problem{
@@ -109,7 +116,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		}}
 	}
 
-	out := processedEvent{eventName: name, testCode: testCode}
+	out := processedEvent{eventName: name, testCode: testCode, warnings: converted}
 	contextChanged, timestampMoved := false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
