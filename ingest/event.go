@@ -100,9 +100,19 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
-	event, tooDeep, knownSize := p.decodeKnown(members)
+	// A legacy event is converted, then read again (legacy.go): its root says so before anything
+	// is decoded, its context once decoded.
+	var event map[string]any
+	var tooDeep string
+	var knownSize int
+	legacy := legacyRoot(members)
+	if !legacy {
+		event, tooDeep, knownSize = p.decodeKnown(members)
+		context, _ := event["context"].(map[string]any)
+		legacy = legacyContext(context)
+	}
 	var converted []trackapi.Problem // the legacy conversion's warnings
-	if context, _ := event["context"].(map[string]any); isLegacy(members, context) {
+	if legacy {
 		raw, converted = convertLegacy(members)
 		members, _ = appendMembers(rootBuf[:0], raw)
 		event, tooDeep, knownSize = p.decodeKnown(members)

@@ -34,10 +34,10 @@ import (
 // the last one is used (duplicate_key). When context is sent but is not an object, the envelope
 // stays at the root. Values are moved as sent, byte for byte.
 
-// isLegacy tells, from what process has read already (the root members as sent, and the decoded
-// context, nil when it is not an object), whether an event has a legacy shape. For a v2 event it
-// costs a pass over the root keys and three map lookups.
-func isLegacy(members []member, context map[string]any) bool {
+// legacyRoot tells whether an event's root members (as sent) mark a legacy shape; legacyContext
+// whether its decoded context (nil when it is not an object) does. For a v2 event they cost a
+// pass over the root keys and three map lookups.
+func legacyRoot(members []member) bool {
 	var properties, event []byte
 	named := false
 	for i := range members {
@@ -52,9 +52,10 @@ func isLegacy(members []member, context map[string]any) bool {
 			return true
 		}
 	}
-	if len(properties) > 0 && properties[0] == '{' || !named && len(event) > 0 && event[0] == '"' {
-		return true
-	}
+	return len(properties) > 0 && properties[0] == '{' || !named && len(event) > 0 && event[0] == '"'
+}
+
+func legacyContext(context map[string]any) bool {
 	if context == nil {
 		return false
 	}
