@@ -77,3 +77,22 @@ func BenchmarkProcessLegacyEvent(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkV2EventChecks is what the legacy detection and the standard event check add to a v2
+// event's processing (BenchmarkProcessEvent), on its members and decoded context.
+func BenchmarkV2EventChecks(b *testing.B) {
+	p, err := newEventProcessor()
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := sampleEvent("bench-1", 1024)
+	members, _ := objectMembers(raw)
+	event, _, _ := p.decodeKnown(members)
+	context, _ := event["context"].(map[string]any)
+	b.ReportAllocs()
+	for b.Loop() {
+		if legacyRoot(members) || legacyContext(context) || p.standard.missingRequired(nil, "purchase", members) != nil {
+			b.Fatal("a v2 purchase with every required property")
+		}
+	}
+}
