@@ -8,8 +8,10 @@ import (
 
 // Events are the generated model, gen.Event, so that what partners build is exactly what the
 // spec describes. The constructors below make the standard events of the Tracking API (its events
-// reference) with their required properties as parameters, so that a forgotten one is a compile
-// error rather than a schema warning in the server's answer. Optional properties are added with
+// reference; openapi.yaml's StandardEvents lists them with their required properties) with their
+// required properties as parameters, so that a forgotten one is a compile error rather than a
+// missing_required_property warning in the server's answer. A test holds the constructors to the
+// spec's list. Optional properties are added with
 // the event's Set method, and context (page, device) by assigning its fields. The client fills
 // context.event_id and context.event_timestamp when they are left empty.
 
@@ -117,6 +119,76 @@ func Search(searchTerm string, user gen.User) gen.Event {
 	e := newEvent("search", user)
 	e.SearchTerm = &searchTerm
 	return e
+}
+
+// AddPaymentInfo is an add_payment_info: the payment method chosen (Payment*). Coupon, revenue,
+// currency and items are optional.
+func AddPaymentInfo(paymentMethod string, user gen.User) gen.Event {
+	return newEvent("add_payment_info", user, "payment_method", paymentMethod)
+}
+
+// AddShippingInfo is an add_shipping_info: value (with tax) and currency (ISO 4217) of the items
+// to ship. Coupon and shipping_tier are optional.
+func AddShippingInfo(value float64, currency string, it []Item, user gen.User) gen.Event {
+	return newEvent("add_shipping_info", user, "value", value, "currency", currency, "items", items(it))
+}
+
+// ViewItemList is a view_item_list: the items of a list shown (item_list_name is optional).
+func ViewItemList(it []Item, user gen.User) gen.Event {
+	return newEvent("view_item_list", user, "items", items(it))
+}
+
+// SelectItem is a select_item: the one item selected from a list (item_list_name is optional).
+func SelectItem(item Item, user gen.User) gen.Event {
+	return newEvent("select_item", user, "items", []Item{item})
+}
+
+// AddToWishlist is an add_to_wishlist of the items; value and currency are optional.
+func AddToWishlist(it []Item, user gen.User) gen.Event {
+	return newEvent("add_to_wishlist", user, "items", items(it))
+}
+
+// RemoveFromCart is a remove_from_cart of the items; value and currency are optional.
+func RemoveFromCart(it []Item, user gen.User) gen.Event {
+	return newEvent("remove_from_cart", user, "items", items(it))
+}
+
+// ViewCart is a view_cart: the items in the cart; value and currency are optional.
+func ViewCart(it []Item, user gen.User) gen.Event {
+	return newEvent("view_cart", user, "items", items(it))
+}
+
+// SelectContent is a select_content; content_type and item_id are optional (Set).
+func SelectContent(user gen.User) gen.Event {
+	return newEvent("select_content", user)
+}
+
+// GenerateLead is a generate_lead; value, currency (both wanted for reporting) and id are
+// optional (Set).
+func GenerateLead(user gen.User) gen.Event {
+	return newEvent("generate_lead", user)
+}
+
+// SelectPromotion is a select_promotion; items, promotion_id, promotion_name, creative_name,
+// creative_slot and location_id are optional (Set).
+func SelectPromotion(user gen.User) gen.Event {
+	return newEvent("select_promotion", user)
+}
+
+// ViewPromotion is a view_promotion, with the optional properties of SelectPromotion.
+func ViewPromotion(user gen.User) gen.Event {
+	return newEvent("view_promotion", user)
+}
+
+// AdView is an ad_view: the ad's medium and source. ad_cost_id, ad_format, campaign and keyword
+// are optional (Set).
+func AdView(medium, source string, user gen.User) gen.Event {
+	return newEvent("ad_view", user, "medium", medium, "source", source)
+}
+
+// AdClick is an ad_click: the ad's medium and source, with the optional properties of AdView.
+func AdClick(medium, source string, user gen.User) gen.Event {
+	return newEvent("ad_click", user, "medium", medium, "source", source)
 }
 
 // ViewItem is a view_item: value (with tax) and currency (ISO 4217) of the items shown.

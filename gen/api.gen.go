@@ -48,16 +48,18 @@ func (e ErrorCode) Valid() bool {
 
 // Defines values for ProblemCode.
 const (
-	DuplicateKey        ProblemCode = "duplicate_key"
-	EventIdGenerated    ProblemCode = "event_id_generated"
-	EventIdReused       ProblemCode = "event_id_reused"
-	InvalidEventId      ProblemCode = "invalid_event_id"
-	InvalidSource       ProblemCode = "invalid_source"
-	MissingEventName    ProblemCode = "missing_event_name"
-	SchemaViolation     ProblemCode = "schema_violation"
-	TimestampGenerated  ProblemCode = "timestamp_generated"
-	TimestampMoved      ProblemCode = "timestamp_moved"
-	TimestampNormalized ProblemCode = "timestamp_normalized"
+	DuplicateKey            ProblemCode = "duplicate_key"
+	EventIdGenerated        ProblemCode = "event_id_generated"
+	EventIdReused           ProblemCode = "event_id_reused"
+	InvalidEventId          ProblemCode = "invalid_event_id"
+	InvalidSource           ProblemCode = "invalid_source"
+	LegacyFormatConverted   ProblemCode = "legacy_format_converted"
+	MissingEventName        ProblemCode = "missing_event_name"
+	MissingRequiredProperty ProblemCode = "missing_required_property"
+	SchemaViolation         ProblemCode = "schema_violation"
+	TimestampGenerated      ProblemCode = "timestamp_generated"
+	TimestampMoved          ProblemCode = "timestamp_moved"
+	TimestampNormalized     ProblemCode = "timestamp_normalized"
 )
 
 // Valid indicates whether the value is a known member of the ProblemCode enum.
@@ -73,7 +75,11 @@ func (e ProblemCode) Valid() bool {
 		return true
 	case InvalidSource:
 		return true
+	case LegacyFormatConverted:
+		return true
 	case MissingEventName:
+		return true
+	case MissingRequiredProperty:
 		return true
 	case SchemaViolation:
 		return true
@@ -264,7 +270,12 @@ type Problem struct {
 	// `timestamp_normalized`, `timestamp_moved`, `event_id_reused` (a duplicate whose body differs
 	// from the event stored with its `context.event_id`: it was not stored), `duplicate_key` (a key
 	// repeated at the root or in `context`; the last one was kept), `invalid_event_id` (a
-	// `context.event_id` with a lone surrogate escape, replaced by a server id).
+	// `context.event_id` with a lone surrogate escape, replaced by a server id),
+	// `legacy_format_converted` (a v1, 2021 or camelCase payload converted to v2 before the
+	// rest of the processing; on the whole event, the message says what moved),
+	// `missing_required_property` (a standard event without a property `StandardEvents`
+	// requires; one a property, e.g. path `/page_type`, message
+	// `page_view event requires .page_type property`).
 	Code ProblemCode `json:"code"`
 
 	// Index The event's position in the request (0 for the single endpoint).
@@ -284,7 +295,12 @@ type Problem struct {
 // `timestamp_normalized`, `timestamp_moved`, `event_id_reused` (a duplicate whose body differs
 // from the event stored with its `context.event_id`: it was not stored), `duplicate_key` (a key
 // repeated at the root or in `context`; the last one was kept), `invalid_event_id` (a
-// `context.event_id` with a lone surrogate escape, replaced by a server id).
+// `context.event_id` with a lone surrogate escape, replaced by a server id),
+// `legacy_format_converted` (a v1, 2021 or camelCase payload converted to v2 before the
+// rest of the processing; on the whole event, the message says what moved),
+// `missing_required_property` (a standard event without a property `StandardEvents`
+// requires; one a property, e.g. path `/page_type`, message
+// `page_view event requires .page_type property`).
 type ProblemCode string
 
 // ProblemCount How many problems with one code a list left out.
@@ -296,7 +312,12 @@ type ProblemCount struct {
 	// `timestamp_normalized`, `timestamp_moved`, `event_id_reused` (a duplicate whose body differs
 	// from the event stored with its `context.event_id`: it was not stored), `duplicate_key` (a key
 	// repeated at the root or in `context`; the last one was kept), `invalid_event_id` (a
-	// `context.event_id` with a lone surrogate escape, replaced by a server id).
+	// `context.event_id` with a lone surrogate escape, replaced by a server id),
+	// `legacy_format_converted` (a v1, 2021 or camelCase payload converted to v2 before the
+	// rest of the processing; on the whole event, the message says what moved),
+	// `missing_required_property` (a standard event without a property `StandardEvents`
+	// requires; one a property, e.g. path `/page_type`, message
+	// `page_view event requires .page_type property`).
 	Code  ProblemCode `json:"code"`
 	Count int         `json:"count"`
 }

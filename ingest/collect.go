@@ -3,8 +3,9 @@
 //
 //  1. checkJSON and splitSingle/splitBatch: the request-level 400s (a Refusal);
 //  2. the source service authenticates tc_s and the key (an invalid_source rejection otherwise);
-//  3. eventProcessor.process, for each event: event_name, normalisation (id, timestamp), schema
-//     validation with kin-openapi; warnings and rejections;
+//  3. eventProcessor.process, for each event: the conversion of legacy shapes (legacy.go),
+//     event_name, normalisation (id, timestamp), schema validation with kin-openapi, the
+//     standard events' required properties (standard.go); warnings and rejections;
 //  4. trackapi.EventStore.StoreEvents (StoreEventOutcomes when the store is a
 //     trackapi.OutcomeStore, which tells a reused event id), which returns once the events are
 //     synced to disk;

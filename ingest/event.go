@@ -31,9 +31,10 @@ const maxSchemaWarnings = 10
 // event's free-form payload (items, custom properties) costs no decoding. newEventProcessor
 // refuses a schema for which that would not hold.
 type eventProcessor struct {
-	schema *openapi3.Schema
-	known  []string // the root properties the schema describes
-	quoted []string // the same names as JSON strings, for building the subset to decode
+	schema   *openapi3.Schema
+	known    []string       // the root properties the schema describes
+	quoted   []string       // the same names as JSON strings, for building the subset to decode
+	standard standardEvents // the standard events' required properties (standard.go)
 }
 
 func newEventProcessor() (*eventProcessor, error) {
@@ -63,7 +64,11 @@ func newEventProcessor() (*eventProcessor, error) {
 	for i, name := range known {
 		quoted[i] = strconv.Quote(name)
 	}
-	return &eventProcessor{schema: schema, known: known, quoted: quoted}, nil
+	standard, err := loadStandardEvents(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &eventProcessor{schema: schema, known: known, quoted: quoted, standard: standard}, nil
 }
 
 // processedEvent is the outcome for one event: either rejected, or a body and id to store with
@@ -80,7 +85,8 @@ type processedEvent struct {
 }
 
 // process handles one event whose raw bytes are a valid JSON object. inBatch enables the batch-only
-// normalisation (a root-level event_timestamp moves into context).
+// normalisation (a root-level event_timestamp moves into context). A legacy event is converted
+// first (legacy.go), and everything after reads the converted event, which is what is stored.
 //
 // A key repeated at the event's root or in its context is read as encoding/json reads it, the last
 // one winning, and the stored body keeps only that last one (duplicate_key), so that every reader
@@ -94,8 +100,24 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		// event there is no event_name either.
 		return processedEvent{rejected: &trackapi.Problem{Code: string(gen.MissingEventName), Message: "the event is not a JSON object"}}
 	}
+	// A legacy event is converted, then read again (legacy.go): its root says so before anything
+	// is decoded, its context once decoded.
+	var event map[string]any
+	var tooDeep string
+	var knownSize int
+	legacy := legacyRoot(members)
+	if !legacy {
+		event, tooDeep, knownSize = p.decodeKnown(members)
+		context, _ := event["context"].(map[string]any)
+		legacy = legacyContext(context)
+	}
+	var converted []trackapi.Problem // the legacy conversion's warnings
+	if legacy {
+		raw, converted = convertLegacy(members)
+		members, _ = appendMembers(rootBuf[:0], raw)
+		event, tooDeep, knownSize = p.decodeKnown(members)
+	}
 	testCode := stringMember(members, "test_code")
-	event, tooDeep, knownSize := p.decodeKnown(members)
 	name, ok := event["event_name"].(string)
 	if !ok {
 		return processedEvent{testCode: testCode, rejected: &trackapi.Problem{
@@ -104,7 +126,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		}}
 	}
 
-	out := processedEvent{eventName: name, testCode: testCode}
+	out := processedEvent{eventName: name, testCode: testCode, warnings: converted}
 	contextChanged, timestampMoved := false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
@@ -177,6 +199,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
+	out.warnings = p.standard.missingRequired(out.warnings, name, members)
 
 	out.body = raw
 	var contextJSON []byte // the context to store, when not the one sent

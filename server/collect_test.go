@@ -175,12 +175,12 @@ func TestRejectionsAndWarnings(t *testing.T) {
 	}{
 		{
 			name: "valid event has no warning", path: "/events",
-			body:   `{"event_name":"search","user":{"consistent_anonymous_id":"1","consent_categories":["1"]},"context":{"event_id":"v1","event_timestamp":1639044446636}}`,
+			body:   `{"event_name":"search","search_term":"shoes","user":{"consistent_anonymous_id":"1","consent_categories":["1"]},"context":{"event_id":"v1","event_timestamp":1639044446636}}`,
 			counts: [4]int{1, 1, 0, 0}, errors: []string{}, warnings: []string{},
 		},
 		{
 			name: "numeric consent categories are accepted without warning", path: "/events",
-			body:   `{"event_name":"search","user":{"consistent_anonymous_id":"1","consent_categories":[1,"3"]},"context":{"event_id":"v2","event_timestamp":1639044446636}}`,
+			body:   `{"event_name":"search","search_term":"shoes","user":{"consistent_anonymous_id":"1","consent_categories":[1,"3"]},"context":{"event_id":"v2","event_timestamp":1639044446636}}`,
 			counts: [4]int{1, 1, 0, 0}, errors: []string{}, warnings: []string{},
 		},
 		{
@@ -195,7 +195,7 @@ func TestRejectionsAndWarnings(t *testing.T) {
 		},
 		{
 			name: "missing event_id and timestamp are generated", path: "/events",
-			body:   `{"event_name":"page_view","user":{"consistent_anonymous_id":"1"}}`,
+			body:   `{"event_name":"page_view","page_type":"home","user":{"consistent_anonymous_id":"1"}}`,
 			counts: [4]int{1, 1, 0, 0}, errors: []string{}, warnings: []string{"0:event_id_generated", "0:timestamp_generated"},
 			check: func(t *testing.T, ev map[string]any) {
 				ctx := ev["context"].(map[string]any)

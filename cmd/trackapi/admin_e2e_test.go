@@ -17,6 +17,7 @@ import (
 
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/gen/adminapi"
+	"github.com/trackapi/trackapi/ingest"
 	"github.com/trackapi/trackapi/internal/apitest"
 	"github.com/trackapi/trackapi/webhook"
 )
@@ -108,10 +109,18 @@ func (a *adminServer) entries(t *testing.T, params adminapi.ListInspectorEventsP
 // testUser is a user any event may carry, so that it meets the schema.
 const testUser = `"user":{"consistent_anonymous_id":"visitor-1","consent_categories":["1"]}`
 
-// validEvent is an event with no warning: its name, id and a fixed timestamp.
+// validEvent is an event with no warning: its name, id and a fixed timestamp, and the
+// properties a standard event requires (openapi.yaml's StandardEvents) with the value "x".
 func validEvent(name, id string, extra ...string) string {
 	members := append([]string{fmt.Sprintf(`"event_name":%q`, name), testUser,
 		fmt.Sprintf(`"context":{"event_id":%q,"event_timestamp":1700000000000}`, id)}, extra...)
+	standard, err := ingest.StandardEvents()
+	if err != nil {
+		panic(err)
+	}
+	for _, prop := range standard[name] {
+		members = append(members, fmt.Sprintf(`%q:"x"`, prop))
+	}
 	return "{" + strings.Join(members, ",") + "}"
 }
 
