@@ -171,6 +171,7 @@ func TestBrowserCORSAllowList(t *testing.T) {
 	key := firstKey(t, p)
 
 	b := newBrowser(t)
+	b.expectPageError("blocked by CORS policy") // what this test provokes
 	b.run("opening the listed page", chromedp.Navigate(listed.URL+"/?key="+key))
 	sawAccepted(t, "fetch from a listed origin", b.send("sendFetch", "listed-fetch"))
 	sawAccepted(t, "XHR from a listed origin", b.send("sendXHR", "listed-xhr"))
