@@ -48,7 +48,8 @@ type Docs struct {
 }
 
 // thisServerPlugin is a Swagger UI plugin that puts the listener serving the page first in the
-// spec's servers (so first in the "Servers" list, and where "Try it out" sends requests), before
+// spec's servers and in each path's own servers (so first in the "Servers" lists, and where "Try
+// it out" sends requests), before
 // the spec is resolved; %s is the path on the page's origin, as a JS string.
 const thisServerPlugin = `function () {
 	var here = {url: window.location.origin + %s, description: "This server (the one serving these docs)"};
@@ -56,6 +57,13 @@ const thisServerPlugin = `function () {
 		return function (spec) {
 			if (spec && typeof spec === "object") {
 				spec.servers = [here].concat(spec.servers || []);
+				// A path with servers of its own (an alias) gets this server first too.
+				for (var path in (spec.paths || {})) {
+					var item = spec.paths[path];
+					if (item && Array.isArray(item.servers)) {
+						item.servers = [here].concat(item.servers);
+					}
+				}
 			}
 			return update(spec);
 		};
