@@ -97,12 +97,14 @@ hostile:
 	$(GO) test -count=1 -run '^(TestHostile|TestLowOpenFileLimit|TestTrustedProxiesFlag)' -v ./cmd/trackapi/
 
 ## fuzz: each fuzz target for FUZZTIME, seeded from testdata/events (both endpoints, and the JSON walker
-## against encoding/json), then the config API's cursors and the destinations' filters
+## against encoding/json), the timestamp's conversion against math/big, then the config API's cursors
+## and the destinations' filters
 fuzz:
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzWalkers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
+	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzTimestamp$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./admin/ -run '^$$' -fuzz '^FuzzParseCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./deliver/ -run '^$$' -fuzz '^FuzzParseFilter$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 

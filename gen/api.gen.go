@@ -148,7 +148,11 @@ type Context struct {
 	// Example: 202110130000000000
 	EventId string `json:"event_id"`
 
-	// EventTimestamp Epoch milliseconds. A numeric string or an ISO 8601 string is converted, with a warning.
+	// EventTimestamp Epoch milliseconds, a 64-bit signed integer. A numeric string, an ISO 8601 string or a
+	// number with a fraction or an exponent is converted, with a `timestamp_normalized`
+	// warning. A number outside the 64-bit range (`9223372036854775808`, `1e30`) is stored as
+	// sent, with a `schema_violation` warning.
+	//
 	//
 	// Example: 1639044446636
 	EventTimestamp       int                    `json:"event_timestamp"`
