@@ -5,7 +5,9 @@
 GO            ?= go
 TOOLS         := $(CURDIR)/.tools
 OASDIFF       := $(TOOLS)/bin/oasdiff
-SPECTRAL      := $(TOOLS)/node_modules/.bin/spectral
+SPECTRAL      := $(TOOLS)/spectral/node_modules/.bin/spectral
+REDOCLY       := $(TOOLS)/redocly/node_modules/.bin/redocly
+PRISM         := $(TOOLS)/prism/node_modules/.bin/prism
 OAPI_CODEGEN  := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 UPSTREAM_SPEC := testdata/upstream/http_tracking_api_spec.yaml
 RELEASED_ADMIN := testdata/released/admin.yaml
@@ -54,15 +56,19 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
 
-## lint: Spectral with the spectral:oas ruleset; fails on any error
-lint: $(SPECTRAL)
-	$(SPECTRAL) lint openapi.yaml ops.yaml admin.yaml --ruleset .spectral.yaml --fail-severity error
+## lint: the three specs with Spectral (spectral:oas) and Redocly (recommended-strict, redocly.yaml);
+## fails on any finding of either
+lint: $(SPECTRAL) $(REDOCLY)
+	$(SPECTRAL) lint openapi.yaml ops.yaml admin.yaml --ruleset .spectral.yaml --fail-severity warn
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint openapi.yaml ops.yaml admin.yaml --config redocly.yaml
 
 ## breaking: openapi.yaml must not break clients of the vendor's spec, and admin.yaml must not
 ## break clients of the config API as last released (testdata/released/admin.yaml; a release
 ## copies admin.yaml there)
+# The vendor's server URL ends in /events and its paths are below it; openapi.yaml has the real
+# paths under a server URL without it, so the vendor's paths get that prefix before comparing.
 breaking: $(OASDIFF)
-	$(OASDIFF) breaking $(UPSTREAM_SPEC) openapi.yaml --fail-on ERR
+	$(OASDIFF) breaking $(UPSTREAM_SPEC) openapi.yaml --prefix-base /events --fail-on ERR
 	@echo "oasdiff: no breaking change against the vendor's spec"
 	$(OASDIFF) breaking $(RELEASED_ADMIN) admin.yaml --fail-on ERR
 	@echo "oasdiff: no breaking change against the released config API ($(RELEASED_ADMIN))"
@@ -108,13 +114,21 @@ fuzz:
 	$(GO) test ./admin/ -run '^$$' -fuzz '^FuzzParseCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./deliver/ -run '^$$' -fuzz '^FuzzParseFilter$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 
-tools: $(OASDIFF) $(SPECTRAL)
+tools: $(OASDIFF) $(SPECTRAL) $(REDOCLY) $(PRISM)
 
 $(OASDIFF):
 	GOBIN=$(TOOLS)/bin $(GO) install github.com/oasdiff/oasdiff@v1.37.0
 
+# Each npm tool has a prefix of its own: `npm install --no-save` removes from its prefix what that
+# prefix's package.json does not name, so a second tool installed beside the first removes it.
 $(SPECTRAL):
-	npm install --no-save --no-audit --no-fund --prefix $(TOOLS) @stoplight/spectral-cli@6.16.3
+	npm install --no-save --no-audit --no-fund --prefix $(TOOLS)/spectral @stoplight/spectral-cli@6.16.3
+
+$(REDOCLY):
+	npm install --no-save --no-audit --no-fund --prefix $(TOOLS)/redocly @redocly/cli@2.77.0
+
+$(PRISM):
+	npm install --no-save --no-audit --no-fund --prefix $(TOOLS)/prism @stoplight/prism-cli@5.16.0
 
 clean:
 	rm -rf bin $(TOOLS)

@@ -148,9 +148,7 @@ func (s *Server) Handler() *echo.Echo {
 	e.Use(middleware.Recover())
 	e.Use(s.requestLogger())
 	e.Use(checkFraming)
-	echoapi.RegisterHandlersWithBaseURL(e, s, "/events") // POST /events/ and POST /events/batch
-	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
-	e.POST("/events", wrapper.CollectEvent)
+	echoapi.RegisterHandlers(e, s) // POST /events, /events/ and /events/batch
 	// Health and readiness only: metrics are for operators, on the admin listener.
 	health := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
 	e.GET("/healthz", health.GetHealth)
@@ -174,12 +172,17 @@ var (
 
 // CollectEvent handles POST /events: one event.
 func (s *Server) CollectEvent(c echo.Context, params gen.CollectEventParams) error {
-	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, params.Authorization))
+	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, c.Request().Header))
+}
+
+// CollectEventSlash handles POST /events/, the vendor's URL for one event, as POST /events.
+func (s *Server) CollectEventSlash(c echo.Context, params gen.CollectEventSlashParams) error {
+	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, c.Request().Header))
 }
 
 // CollectBatch handles POST /events/batch: {"batch": [event, ...]}.
 func (s *Server) CollectBatch(c echo.Context, params gen.CollectBatchParams) error {
-	return s.handle(c, batchEndpoint, params.TcS, sourceKey(params.Token, params.Authorization))
+	return s.handle(c, batchEndpoint, params.TcS, sourceKey(params.Token, c.Request().Header))
 }
 
 // handle is the whole of a collect request: read and check the body, collect its events, answer,
@@ -352,9 +355,9 @@ func (s *Server) inspectEchoRefusal(c echo.Context, code gen.ErrorCode, message 
 	if req.Method != http.MethodPost {
 		return
 	}
-	token, authorization := req.URL.Query().Get("token"), req.Header.Get("Authorization")
+	token := req.URL.Query().Get("token")
 	s.inspectRefusal(c, ingest.Request{
-		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, &authorization), ClientIP: c.RealIP(),
+		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, req.Header), ClientIP: c.RealIP(),
 	}, ingest.Refuse(code, "%s", message))
 }
 
@@ -391,15 +394,23 @@ func (s *Server) requestLogger() echo.MiddlewareFunc {
 }
 
 // sourceKey picks the key of a request: the token query parameter wins over the Authorization
-// header.
-func sourceKey(token, authorization *string) string {
+// header. The header is a singleton (RFC 9110): given more than once, its repeats of one value
+// count once, and different values name no key (the request's events are then rejected as
+// invalid_source), rather than the server picking one of them.
+func sourceKey(token *string, header http.Header) string {
 	if token != nil && *token != "" {
 		return *token
 	}
-	if authorization == nil {
+	values := header.Values("Authorization")
+	if len(values) == 0 {
 		return ""
 	}
-	scheme, key, ok := strings.Cut(strings.TrimSpace(*authorization), " ")
+	for _, v := range values[1:] {
+		if v != values[0] {
+			return ""
+		}
+	}
+	scheme, key, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return ""
 	}

@@ -15,10 +15,13 @@ import (
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// CollectEvent Collect Events
-	// (POST /)
+	// (POST /events)
 	CollectEvent(ctx echo.Context, params CollectEventParams) error
+	// CollectEventSlash Collect Events (the vendor's path)
+	// (POST /events/)
+	CollectEventSlash(ctx echo.Context, params CollectEventSlashParams) error
 	// CollectBatch Collect a batch of events
-	// (POST /batch)
+	// (POST /events/batch)
 	CollectBatch(ctx echo.Context, params CollectBatchParams) error
 }
 
@@ -47,40 +50,33 @@ func (w *ServerInterfaceWrapper) CollectEvent(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
 	}
 
-	headers := ctx.Request().Header
-	// ------------- Optional header parameter "Content-Type" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Content-Type")]; found {
-		var ContentType ContentTypeHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Content-Type, got %d", n))
-		}
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CollectEvent(ctx, params)
+	return err
+}
 
-		err = runtime.BindStyledParameterWithOptions("simple", "Content-Type", valueList[0], &ContentType, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Content-Type: %s", err))
-		}
+// CollectEventSlash converts echo context to params.
+func (w *ServerInterfaceWrapper) CollectEventSlash(ctx echo.Context) error {
+	var err error
 
-		params.ContentType = &ContentType
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CollectEventSlashParams
+	// ------------- Optional query parameter "tc_s" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tc_s", ctx.QueryParams(), &params.TcS, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tc_s: %s", err))
 	}
-	// ------------- Optional header parameter "Authorization" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Authorization")]; found {
-		var Authorization AuthorizationHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Authorization, got %d", n))
-		}
 
-		err = runtime.BindStyledParameterWithOptions("simple", "Authorization", valueList[0], &Authorization, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Authorization: %s", err))
-		}
+	// ------------- Optional query parameter "token" -------------
 
-		params.Authorization = &Authorization
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "token", ctx.QueryParams(), &params.Token, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CollectEvent(ctx, params)
+	err = w.Handler.CollectEventSlash(ctx, params)
 	return err
 }
 
@@ -102,38 +98,6 @@ func (w *ServerInterfaceWrapper) CollectBatch(ctx echo.Context) error {
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "token", ctx.QueryParams(), &params.Token, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
-	}
-
-	headers := ctx.Request().Header
-	// ------------- Optional header parameter "Content-Type" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Content-Type")]; found {
-		var ContentType ContentTypeHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Content-Type, got %d", n))
-		}
-
-		err = runtime.BindStyledParameterWithOptions("simple", "Content-Type", valueList[0], &ContentType, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Content-Type: %s", err))
-		}
-
-		params.ContentType = &ContentType
-	}
-	// ------------- Optional header parameter "Authorization" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Authorization")]; found {
-		var Authorization AuthorizationHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Authorization, got %d", n))
-		}
-
-		err = runtime.BindStyledParameterWithOptions("simple", "Authorization", valueList[0], &Authorization, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Authorization: %s", err))
-		}
-
-		params.Authorization = &Authorization
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -188,7 +152,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 		Handler: si,
 	}
 
-	router.POST(options.BaseURL+"/", wrapper.CollectEvent, options.OperationMiddlewares["collectEvent"]...)
-	router.POST(options.BaseURL+"/batch", wrapper.CollectBatch, options.OperationMiddlewares["collectBatch"]...)
+	router.POST(options.BaseURL+"/events", wrapper.CollectEvent, options.OperationMiddlewares["collectEvent"]...)
+	router.POST(options.BaseURL+"/events/", wrapper.CollectEventSlash, options.OperationMiddlewares["collectEventSlash"]...)
+	router.POST(options.BaseURL+"/events/batch", wrapper.CollectBatch, options.OperationMiddlewares["collectBatch"]...)
 
 }
