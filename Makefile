@@ -15,7 +15,7 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean
+.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz prism tools clean
 
 all: build
 
@@ -92,10 +92,17 @@ bench: build
 	$(GO) run ./bench -binary bin/trackapi $(BENCHFLAGS)
 
 ## test: everything CI checks
-test: check lint breaking vet unit fuzz
+test: check lint breaking vet unit fuzz prism
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## prism: Stoplight Prism as a validating proxy built from openapi.yaml, in front of bin/trackapi
+## (127.0.0.1 only, bounded): the README's examples, serve's first-start curl, the spec's request
+## examples and testdata/events go through it; fails on a violation either way, on a request the
+## spec refuses and the server stores, and on a README answer the server does not give
+prism: build $(PRISM)
+	TRACKAPI_PRISM=$(PRISM) TRACKAPI_BIN=$(CURDIR)/bin/trackapi $(GO) test -count=1 -timeout 5m -run '^TestThroughPrism$$' -v ./internal/prismcheck/
 
 ## hostile: the hostile senders' cases against the real binary (127.0.0.1 only, bounded): each
 ## asserts the server's CPU, peak memory and answer sizes, and that an honest sender is served
