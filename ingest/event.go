@@ -105,7 +105,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	out := processedEvent{eventName: name, testCode: testCode}
-	contextChanged, timestampMoved := false, false
+	contextChanged, timestampMoved, timestampOutside := false, false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
 	}
@@ -170,8 +170,10 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 				warn(gen.TimestampNormalized, "/context/event_timestamp", "context.event_timestamp %s was converted to epoch milliseconds %d",
 					clip(fmt.Sprint(ts), maxValueInMessage), ms)
 			case timestampOutOfRange:
-				// The schema check cannot see it: the value is an integer to kin-openapi, which
-				// compares float64s.
+				// Reported here, once, whatever the schema check does: kin-openapi compares float64s
+				// and sees an integer in 2^63, fails on a number past float64 with a message of its
+				// own, and does not run at all on an event too deep to check.
+				timestampOutside = true
 				warn(gen.SchemaViolation, "/context/event_timestamp",
 					"context.event_timestamp %s is outside the range of epoch milliseconds (a 64-bit signed integer); it was stored as sent",
 					clip(fmt.Sprint(ts), maxValueInMessage))
@@ -182,8 +184,6 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		// The schema check below reports it; the server id is used for deduplication only.
 		out.eventID = trackapi.NewEventID()
 	}
-
-	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
 
 	out.body = raw
 	var contextJSON []byte // the context to store, when not the one sent
@@ -200,6 +200,14 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		}
 		out.body = rebuildObject(members, rootDropped, "context", contextJSON, omit)
 	}
+
+	// Validation runs once the body is built: an out-of-range timestamp, already reported, is
+	// then replaced in the decoded event (not in what is stored) so that the check does not report
+	// it again.
+	if timestampOutside {
+		context["event_timestamp"] = json.Number("0")
+	}
+	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
 	return out
 }
 
@@ -399,9 +407,6 @@ func epochMillis(v any) (int64, timestampOutcome) {
 	case json.Number:
 		if _, err := ts.Int64(); err == nil {
 			return 0, timestampAsSent
-		}
-		if _, err := ts.Float64(); err != nil {
-			return 0, timestampAsSent // beyond float64: the schema check reports it
 		}
 		if ms, ok := integerPart(string(ts)); ok {
 			return ms, timestampConverted

@@ -38,7 +38,9 @@ func TestTimestampRange(t *testing.T) {
 		{"-2^63 with a fraction", `-9223372036854775808.5`, `-9223372036854775808`, "timestamp_normalized converted"},
 		{"a fraction", `1639044446636.7`, `1639044446636`, "timestamp_normalized converted"},
 		{"an exponent", `1.639044446636e12`, `1639044446636`, "timestamp_normalized converted"},
-		{"beyond float64", `1e400`, `1e400`, "schema_violation "},
+		{"beyond float64", `1e400`, `1e400`, "schema_violation outside"},
+		{"beyond float64, negative", `-1e400`, `-1e400`, "schema_violation outside"},
+		{"under float64", `1e-400`, `0`, "timestamp_normalized converted"},
 		{"the string 1e30", `"1e30"`, `"1e30"`, "schema_violation integer"},
 		{"a numeric string over int64", `"9223372036854775808"`, `"9223372036854775808"`, "schema_violation integer"},
 		{"a numeric string", `"1639044446636"`, `1639044446636`, "timestamp_normalized converted"},
@@ -96,7 +98,7 @@ func TestTimestampRange(t *testing.T) {
 // exactIntegerPart is integerPart's oracle: math/big's reading of the number, truncated.
 func exactIntegerPart(number string) (int64, bool) {
 	f, _, err := big.ParseFloat(number, 10, 4096, big.ToZero)
-	if err != nil {
+	if err != nil || f.IsInf() { // past big.Float's exponents: far out of range
 		return 0, false
 	}
 	n, acc := f.Int64()
@@ -151,11 +153,8 @@ func FuzzTimestamp(f *testing.F) {
 			}
 			return
 		}
-		if _, err := strconv.ParseFloat(number, 64); err != nil {
-			if outcome != timestampAsSent { // the schema check reports it
-				t.Fatalf("%s is beyond float64, got outcome %d", number, outcome)
-			}
-			return
+		if _, _, err := big.ParseFloat(number, 10, 64, big.ToZero); err != nil {
+			return // an exponent math/big does not read: TestIntegerPart has such cases
 		}
 		want, ok := exactIntegerPart(number)
 		switch {
@@ -165,4 +164,33 @@ func FuzzTimestamp(f *testing.F) {
 			t.Fatalf("%s is out of range, got %d (outcome %d)", number, ms, outcome)
 		}
 	})
+}
+
+// A timestamp out of range is reported also when the schema check does not run (an event too deep
+// to check) or would word it otherwise (a number past float64), and reported once.
+func TestTimestampOutOfRangeAlwaysReported(t *testing.T) {
+	p, err := newEventProcessor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep := strings.Repeat("[", 70) + strings.Repeat("]", 70)
+	for _, raw := range []string{
+		`{"event_name":"e","user":` + deep + `,"context":{"event_id":"d","event_timestamp":1e400}}`,
+		`{"event_name":"e","user":` + deep + `,"context":{"event_id":"d","event_timestamp":9223372036854775808}}`,
+		`{"event_name":"e","user":{"consistent_anonymous_id":"a"},"context":{"event_id":"d","event_timestamp":-1e400}}`,
+	} {
+		out := p.process([]byte(raw), false, time.Now())
+		n := 0
+		for _, w := range out.warnings {
+			if w.Path == "/context/event_timestamp" {
+				n++
+				if w.Code != "schema_violation" || !strings.Contains(w.Message, "outside the range") {
+					t.Errorf("%.60s...: %s %s", raw, w.Code, w.Message)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%.60s...: %d warnings about the timestamp in %+v, want 1", raw, n, out.warnings)
+		}
+	}
 }
