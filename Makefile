@@ -5,7 +5,9 @@
 GO            ?= go
 TOOLS         := $(CURDIR)/.tools
 OASDIFF       := $(TOOLS)/bin/oasdiff
-SPECTRAL      := $(TOOLS)/node_modules/.bin/spectral
+SPECTRAL      := $(TOOLS)/spectral/node_modules/.bin/spectral
+REDOCLY       := $(TOOLS)/redocly/node_modules/.bin/redocly
+PRISM         := $(TOOLS)/prism/node_modules/.bin/prism
 OAPI_CODEGEN  := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 UPSTREAM_SPEC := testdata/upstream/http_tracking_api_spec.yaml
 RELEASED_ADMIN := testdata/released/admin.yaml
@@ -13,7 +15,7 @@ ADDR          ?= :8080
 DATA          ?= ./trackapi-data
 FUZZTIME      ?= 10s
 
-.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz tools clean screenshots
+.PHONY: hostile all generate check gen-check deps-check fmt-check lint breaking vet build run bench test unit fuzz prism tools clean screenshots
 
 all: build
 
@@ -64,15 +66,19 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
 
-## lint: Spectral with the spectral:oas ruleset; fails on any error
-lint: $(SPECTRAL)
-	$(SPECTRAL) lint openapi.yaml ops.yaml admin.yaml --ruleset .spectral.yaml --fail-severity error
+## lint: the three specs with Spectral (spectral:oas) and Redocly (recommended-strict, redocly.yaml);
+## fails on any finding of either
+lint: $(SPECTRAL) $(REDOCLY)
+	$(SPECTRAL) lint openapi.yaml ops.yaml admin.yaml --ruleset .spectral.yaml --fail-severity warn
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint openapi.yaml ops.yaml admin.yaml --config redocly.yaml
 
 ## breaking: openapi.yaml must not break clients of the vendor's spec, and admin.yaml must not
 ## break clients of the config API as last released (testdata/released/admin.yaml; a release
 ## copies admin.yaml there)
+# The vendor's server URL ends in /events and its paths are below it; openapi.yaml has the real
+# paths under a server URL without it, so the vendor's paths get that prefix before comparing.
 breaking: $(OASDIFF)
-	$(OASDIFF) breaking $(UPSTREAM_SPEC) openapi.yaml --fail-on ERR
+	$(OASDIFF) breaking $(UPSTREAM_SPEC) openapi.yaml --prefix-base /events --fail-on ERR
 	@echo "oasdiff: no breaking change against the vendor's spec"
 	$(OASDIFF) breaking $(RELEASED_ADMIN) admin.yaml --fail-on ERR
 	@echo "oasdiff: no breaking change against the released config API ($(RELEASED_ADMIN))"
@@ -96,7 +102,7 @@ bench: build
 	$(GO) run ./bench -binary bin/trackapi $(BENCHFLAGS)
 
 ## test: everything CI checks
-test: check lint breaking vet unit fuzz
+test: check lint breaking vet unit fuzz prism
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -106,29 +112,46 @@ unit:
 screenshots:
 	SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestScreenshots$$' -v ./cmd/trackapi/
 
+## prism: Stoplight Prism as a validating proxy built from openapi.yaml, in front of bin/trackapi
+## (127.0.0.1 only, bounded): the README's examples, serve's first-start curl, the spec's request
+## examples and testdata/events go through it; fails on a violation either way, on a request the
+## spec refuses and the server stores, and on a README answer the server does not give
+prism: build $(PRISM)
+	TRACKAPI_PRISM=$(PRISM) TRACKAPI_BIN=$(CURDIR)/bin/trackapi $(GO) test -count=1 -timeout 5m -run '^TestThroughPrism$$' -v ./internal/prismcheck/
+
 ## hostile: the hostile senders' cases against the real binary (127.0.0.1 only, bounded): each
 ## asserts the server's CPU, peak memory and answer sizes, and that an honest sender is served
 hostile:
 	$(GO) test -count=1 -run '^(TestHostile|TestLowOpenFileLimit|TestTrustedProxiesFlag)' -v ./cmd/trackapi/
 
 ## fuzz: each fuzz target for FUZZTIME, seeded from testdata/events (both endpoints, and the JSON walker
-## against encoding/json), then the config API's cursors, the destinations' filters and the pixel's query
+## against encoding/json), the timestamp's conversion against math/big, then the config API's cursors,
+## the destinations' filters and the pixel's query
 fuzz:
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzCollectBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzWalkers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
+	$(GO) test ./ingest/ -run '^$$' -fuzz '^FuzzTimestamp$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./admin/ -run '^$$' -fuzz '^FuzzParseCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./deliver/ -run '^$$' -fuzz '^FuzzParseFilter$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzPixelEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x
 
-tools: $(OASDIFF) $(SPECTRAL)
+tools: $(OASDIFF) $(SPECTRAL) $(REDOCLY) $(PRISM)
 
 $(OASDIFF):
 	GOBIN=$(TOOLS)/bin $(GO) install github.com/oasdiff/oasdiff@v1.37.0
 
+# Each npm tool has a prefix of its own: `npm install --no-save` removes from its prefix what that
+# prefix's package.json does not name, so a second tool installed beside the first removes it.
 $(SPECTRAL):
-	npm install --no-save --no-audit --no-fund --prefix $(TOOLS) @stoplight/spectral-cli@6.16.3
+	npm install --no-save --no-audit --no-fund --prefix $(TOOLS)/spectral @stoplight/spectral-cli@6.16.3
+
+$(REDOCLY):
+	npm install --no-save --no-audit --no-fund --prefix $(TOOLS)/redocly @redocly/cli@2.77.0
+
+$(PRISM):
+	npm install --no-save --no-audit --no-fund --prefix $(TOOLS)/prism @stoplight/prism-cli@5.16.0
 
 clean:
 	rm -rf bin $(TOOLS)

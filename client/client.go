@@ -160,13 +160,16 @@ func (c *Client) setDoer(doer gen.HttpRequestDoer) error {
 	return nil
 }
 
-// editRequest adds the headers every request carries.
+// editRequest adds the headers every request carries: the key (the spec's sourceKeyBearer
+// security scheme) and who sends.
 func (c *Client) editRequest(_ context.Context, req *http.Request) error {
+	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("User-Agent", "trackapi-go-client/1")
 	return nil
 }
 
-// eventsURL turns a base URL into the spec's server URL, which ends in /events.
+// eventsURL turns a base URL into the spec's server URL, the one its paths (/events and
+// /events/batch) go under: the base without a trailing /events, which the vendor's URLs have.
 func eventsURL(base string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(base))
 	if err != nil {
@@ -182,10 +185,7 @@ func eventsURL(base string) (string, error) {
 	if u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("client: base URL %q: no query or fragment expected (the key goes in the Authorization header)", withoutSecrets(u))
 	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	if !strings.HasSuffix(u.Path, "/events") {
-		u.Path += "/events"
-	}
+	u.Path = strings.TrimSuffix(strings.TrimRight(u.Path, "/"), "/events")
 	u.RawPath = ""
 	return u.String(), nil
 }

@@ -77,10 +77,10 @@ func (c *Client) deliver(ctx context.Context, batch []encoded, single bool, out 
 func (c *Client) post(ctx context.Context, single bool, body []byte) (res *gen.CollectResult, retry bool, retryAfter time.Duration, err error) {
 	var resp *http.Response
 	if single {
-		resp, err = c.api.CollectEventWithBody(ctx, &gen.CollectEventParams{TcS: &c.site, Authorization: &c.auth},
+		resp, err = c.api.CollectEventWithBody(ctx, &gen.CollectEventParams{TcS: &c.site},
 			"application/json", bytes.NewReader(body))
 	} else {
-		resp, err = c.api.CollectBatchWithBody(ctx, &gen.CollectBatchParams{TcS: &c.site, Authorization: &c.auth},
+		resp, err = c.api.CollectBatchWithBody(ctx, &gen.CollectBatchParams{TcS: &c.site},
 			"application/json", bytes.NewReader(body))
 	}
 	if err != nil {

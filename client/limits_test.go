@@ -48,7 +48,7 @@ func TestEventOfExactly32768BytesIsSent(t *testing.T) {
 		t.Fatalf("SendBatch: %+v %v", res, err)
 	}
 	seen := f.seen()
-	if len(seen) != 3 || seen[0].size != client.MaxEventBytes || seen[0].path != "/events/" ||
+	if len(seen) != 3 || seen[0].size != client.MaxEventBytes || seen[0].path != "/events" ||
 		seen[1].size != client.MaxEventBytes || seen[2].size != len(`{"batch":[`)+200+1+client.MaxEventBytes+len(`]}`) {
 		t.Errorf("requests %+v", seen)
 	}

@@ -94,6 +94,28 @@ func (e ProblemCode) Valid() bool {
 	}
 }
 
+// AnyBatch An object whose `batch` array holds objects, each at most 32768 bytes as sent.
+type AnyBatch struct {
+	Batch                []map[string]interface{} `json:"batch"`
+	AdditionalProperties map[string]interface{}   `json:"-"`
+}
+
+// AnyEvent Any object with a string `event_name`: the server stores it, and reports what differs from
+// `Event` as warnings. Its `context.event_timestamp` may be a number (epoch milliseconds, or
+// with a fraction or an exponent) or a string (numeric, or ISO 8601), and in a batch it may sit
+// at the event's root.
+type AnyEvent struct {
+	// EventName Example: search
+	EventName            string                 `json:"event_name"`
+	AdditionalProperties map[string]interface{} `json:"-"`
+}
+
+// BatchBody What `POST /events/batch` takes: an object whose `batch` array holds objects. The recommended
+// shape is `EventBatch`, the first choice here; the second is what else the server takes.
+// Each element is then processed as the body of `POST /events` is: one without a string
+// `event_name` is rejected alone, in the 200 answer, and the others are stored.
+type BatchBody = EventBatch
+
 // CollectResult What became of each event of a usable request. `received = accepted + duplicates + rejected`.
 // The lists are bounded (see "Size of a 200 answer" in the description): each holds at most 100
 // problems, the first ones by `index`, and what is left out is counted by code in
@@ -154,7 +176,11 @@ type Context struct {
 	// Example: 202110130000000000
 	EventId string `json:"event_id"`
 
-	// EventTimestamp Epoch milliseconds. A numeric string or an ISO 8601 string is converted, with a warning.
+	// EventTimestamp Epoch milliseconds, a 64-bit signed integer. A numeric string, an ISO 8601 string or a
+	// number with a fraction or an exponent is converted, with a `timestamp_normalized`
+	// warning. A number outside the 64-bit range (`9223372036854775808`, `1e30`) is stored as
+	// sent, with a `schema_violation` warning.
+	//
 	//
 	// Example: 1639044446636
 	EventTimestamp       int                    `json:"event_timestamp"`
@@ -181,15 +207,11 @@ type Device struct {
 	AdditionalProperties map[string]interface{} `json:"-"`
 }
 
-// Error Why a whole request was refused (400) or could not be stored (503, 500).
+// Error Why a whole request was refused (400) or could not be stored (503, 500). Each response
+// lists the codes it may carry, and when.
 type Error struct {
-	// Code 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
-	// invalid UTF-8, trailing data, nesting deeper than 10000 levels, a
-	// Content-Encoding other than one `gzip`, a body that stalled),
-	// `invalid_payload` (valid JSON of the wrong shape, or a request with both Content-Length and
-	// Transfer-Encoding), `event_too_large` (a batch element over 32768 bytes). 503:
-	// `unavailable` (the store cannot commit, or the server is overloaded: the message says
-	// which). 500: `internal`.
+	// Code 400: `payload_too_large`, `invalid_json`, `invalid_payload`, `event_too_large` (batch
+	// only). 503: `unavailable`. 500: `internal`.
 	Code ErrorCode `json:"code"`
 
 	// Index The batch element at fault, for `invalid_payload` and `event_too_large` in a batch.
@@ -197,18 +219,15 @@ type Error struct {
 	Message string `json:"message"`
 }
 
-// ErrorCode 400: `payload_too_large` (body over its limit), `invalid_json` (empty body, syntax error,
-// invalid UTF-8, trailing data, nesting deeper than 10000 levels, a
-// Content-Encoding other than one `gzip`, a body that stalled),
-// `invalid_payload` (valid JSON of the wrong shape, or a request with both Content-Length and
-// Transfer-Encoding), `event_too_large` (a batch element over 32768 bytes). 503:
-// `unavailable` (the store cannot commit, or the server is overloaded: the message says
-// which). 500: `internal`.
+// ErrorCode 400: `payload_too_large`, `invalid_json`, `invalid_payload`, `event_too_large` (batch
+// only). 503: `unavailable`. 500: `internal`.
 type ErrorCode string
 
-// Event One event. `event_name` is the only property the server requires; the others marked required
-// here are recommended, and their absence is reported as a warning (`schema_violation`). Event
-// properties (standard ones such as `value`, `currency`, `items`, or custom ones) sit at the root.
+// Event The recommended shape of an event, which the server checks each event against once it is
+// converted: what differs is reported as a warning (`schema_violation`) and the event is still
+// stored. `event_name` is the only property the server requires (`EventBody`); the others
+// marked required here are recommended. Event properties (standard ones such as `value`,
+// `currency`, `items`, or custom ones) sit at the root.
 type Event struct {
 	Context Context `json:"context"`
 
@@ -233,10 +252,21 @@ type Event struct {
 	AdditionalProperties map[string]interface{} `json:"-"`
 }
 
-// EventBatch A batch of events. Each element is an `Event` of at most 32768 raw bytes.
+// EventBatch The recommended shape of a batch. Each element is an `Event` of at most 32768 raw bytes.
 type EventBatch struct {
 	Batch []Event `json:"batch"`
 }
+
+// EventBody What `POST /events` takes: an object with a string `event_name`. The recommended shape is
+// `Event`, the first choice here; the second is what else the server takes. Nothing but
+// `event_name` is checked before the event is stored: its other properties are compared with
+// `Event` after the server's conversions (timestamps sent as numbers with a fraction or as
+// strings become epoch milliseconds, a missing id or timestamp is filled in), and what still
+// differs is reported as `schema_violation` warnings in the 200 answer.
+type EventBody = Event
+
+// JSONText The body's JSON, as sent with `Content-Type` `text/plain`; it must be what the same request takes as `application/json`.
+type JSONText = string
 
 // Page defines model for Page.
 type Page struct {
@@ -322,6 +352,18 @@ type ProblemCount struct {
 	Count int         `json:"count"`
 }
 
+// StandardEvents The standard events of the events reference and the root properties each one requires:
+// `x-trackapi-required` maps an event name to its required properties. Not a request body:
+// the server reads this list from its embedded spec at startup, and a standard event
+// without one of them (absent or null) is still stored, with one `missing_required_property`
+// warning per property (path `/page_type`, message `page_view event requires .page_type
+// property`). The Go client's constructor for each standard event takes them as parameters.
+// Custom events (any other name) need only `event_name`; standard properties are welcome in
+// them, and custom properties in standard events. `user`, which the `Event` schema
+// recommends for every event, is not repeated here. Of select_item's `items` one element is
+// expected; of a refund's, only a partial refund needs them.
+type StandardEvents = map[string]interface{}
+
 // User defines model for User.
 type User struct {
 	// ConsentCategories The ids of the consented categories, as strings or as numbers.
@@ -340,87 +382,251 @@ type User struct {
 	AdditionalProperties map[string]interface{} `json:"-"`
 }
 
-// AuthorizationHeader Example: Bearer 7183b9d4-1031-11ee-be56-0242ac120002
-type AuthorizationHeader = string
-
-// ContentTypeHeader Example: application/json
-type ContentTypeHeader = string
-
 // SiteId Example: 29
 type SiteId = string
 
 // TokenQuery Example: 7183b9d4-1031-11ee-be56-0242ac120002
 type TokenQuery = string
 
-// BadRequest Why a whole request was refused (400) or could not be stored (503, 500).
-type BadRequest = Error
-
-// Collected What became of each event of a usable request. `received = accepted + duplicates + rejected`.
+// BatchCollected What became of each event of a usable request. `received = accepted + duplicates + rejected`.
 // The lists are bounded (see "Size of a 200 answer" in the description): each holds at most 100
 // problems, the first ones by `index`, and what is left out is counted by code in
 // `errors_omitted` and `warnings_omitted`.
-type Collected = CollectResult
+type BatchCollected = CollectResult
 
-// InternalError Why a whole request was refused (400) or could not be stored (503, 500).
+// BatchRefused Why a whole request was refused (400) or could not be stored (503, 500). Each response
+// lists the codes it may carry, and when.
+type BatchRefused = Error
+
+// EventCollected What became of each event of a usable request. `received = accepted + duplicates + rejected`.
+// The lists are bounded (see "Size of a 200 answer" in the description): each holds at most 100
+// problems, the first ones by `index`, and what is left out is counted by code in
+// `errors_omitted` and `warnings_omitted`.
+type EventCollected = CollectResult
+
+// EventRefused Why a whole request was refused (400) or could not be stored (503, 500). Each response
+// lists the codes it may carry, and when.
+type EventRefused = Error
+
+// InternalError Why a whole request was refused (400) or could not be stored (503, 500). Each response
+// lists the codes it may carry, and when.
 type InternalError = Error
 
-// Unavailable Why a whole request was refused (400) or could not be stored (503, 500).
+// Unavailable Why a whole request was refused (400) or could not be stored (503, 500). Each response
+// lists the codes it may carry, and when.
 type Unavailable = Error
+
+// OneEvent What `POST /events` takes: an object with a string `event_name`. The recommended shape is
+// `Event`, the first choice here; the second is what else the server takes. Nothing but
+// `event_name` is checked before the event is stored: its other properties are compared with
+// `Event` after the server's conversions (timestamps sent as numbers with a fraction or as
+// strings become epoch milliseconds, a missing id or timestamp is filled in), and what still
+// differs is reported as `schema_violation` warnings in the 200 answer.
+type OneEvent = EventBody
 
 // CollectPixelParams defines parameters for CollectPixel.
 type CollectPixelParams struct {
 	// TcS Site id. Needed with every request: a request without it, or whose key does not belong to
-	// this site, is answered 200 with all its events rejected as `invalid_source`.
+	// this site, is answered 200 with all its events rejected as `invalid_source`. Given more
+	// than once, the request is refused (400 `invalid_payload`).
 	TcS *SiteId `form:"tc_s,omitempty" json:"tc_s,omitempty"`
 
-	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are given, this one wins.
+	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are
+	// given, this one wins. Given more than once, the request is refused (400 `invalid_payload`).
 	Token *TokenQuery `form:"token,omitempty" json:"token,omitempty"`
 
 	// EventName The event's name. Without it the event is rejected (`missing_event_name`), as a POSTed
 	// one would be. The other properties are further parameters (see the operation's description).
 	EventName *string `form:"event_name,omitempty" json:"event_name,omitempty"`
-
-	// Authorization Bearer {sourceKey}. Use this only if the token query parameter is not provided.
-	Authorization *AuthorizationHeader `json:"Authorization,omitempty"`
 }
 
 // CollectEventParams defines parameters for CollectEvent.
 type CollectEventParams struct {
 	// TcS Site id. Needed with every request: a request without it, or whose key does not belong to
-	// this site, is answered 200 with all its events rejected as `invalid_source`.
+	// this site, is answered 200 with all its events rejected as `invalid_source`. Given more
+	// than once, the request is refused (400 `invalid_payload`).
 	TcS *SiteId `form:"tc_s,omitempty" json:"tc_s,omitempty"`
 
-	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are given, this one wins.
+	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are
+	// given, this one wins. Given more than once, the request is refused (400 `invalid_payload`).
 	Token *TokenQuery `form:"token,omitempty" json:"token,omitempty"`
+}
 
-	// ContentType Should be set to "application/json"; not enforced, the body must be JSON whatever it says.
-	ContentType *ContentTypeHeader `json:"Content-Type,omitempty"`
+// CollectEventSlashParams defines parameters for CollectEventSlash.
+type CollectEventSlashParams struct {
+	// TcS Site id. Needed with every request: a request without it, or whose key does not belong to
+	// this site, is answered 200 with all its events rejected as `invalid_source`. Given more
+	// than once, the request is refused (400 `invalid_payload`).
+	TcS *SiteId `form:"tc_s,omitempty" json:"tc_s,omitempty"`
 
-	// Authorization Bearer {sourceKey}. Use this only if the token query parameter is not provided.
-	Authorization *AuthorizationHeader `json:"Authorization,omitempty"`
+	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are
+	// given, this one wins. Given more than once, the request is refused (400 `invalid_payload`).
+	Token *TokenQuery `form:"token,omitempty" json:"token,omitempty"`
 }
 
 // CollectBatchParams defines parameters for CollectBatch.
 type CollectBatchParams struct {
 	// TcS Site id. Needed with every request: a request without it, or whose key does not belong to
-	// this site, is answered 200 with all its events rejected as `invalid_source`.
+	// this site, is answered 200 with all its events rejected as `invalid_source`. Given more
+	// than once, the request is refused (400 `invalid_payload`).
 	TcS *SiteId `form:"tc_s,omitempty" json:"tc_s,omitempty"`
 
-	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are given, this one wins.
+	// Token (Optional) Source key. Use this only if Authorization header is not provided. If both are
+	// given, this one wins. Given more than once, the request is refused (400 `invalid_payload`).
 	Token *TokenQuery `form:"token,omitempty" json:"token,omitempty"`
-
-	// ContentType Should be set to "application/json"; not enforced, the body must be JSON whatever it says.
-	ContentType *ContentTypeHeader `json:"Content-Type,omitempty"`
-
-	// Authorization Bearer {sourceKey}. Use this only if the token query parameter is not provided.
-	Authorization *AuthorizationHeader `json:"Authorization,omitempty"`
 }
 
 // CollectEventJSONRequestBody defines body for CollectEvent for application/json ContentType.
-type CollectEventJSONRequestBody = Event
+type CollectEventJSONRequestBody = EventBody
+
+// CollectEventTextRequestBody defines body for CollectEvent for text/plain ContentType.
+type CollectEventTextRequestBody = JSONText
+
+// CollectEventSlashJSONRequestBody defines body for CollectEventSlash for application/json ContentType.
+type CollectEventSlashJSONRequestBody = EventBody
+
+// CollectEventSlashTextRequestBody defines body for CollectEventSlash for text/plain ContentType.
+type CollectEventSlashTextRequestBody = JSONText
 
 // CollectBatchJSONRequestBody defines body for CollectBatch for application/json ContentType.
-type CollectBatchJSONRequestBody = EventBatch
+type CollectBatchJSONRequestBody = BatchBody
+
+// CollectBatchTextRequestBody defines body for CollectBatch for text/plain ContentType.
+type CollectBatchTextRequestBody = JSONText
+
+// Getter for additional properties for AnyBatch. Returns the specified
+// element and whether it was found
+func (a AnyBatch) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for AnyBatch
+func (a *AnyBatch) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for AnyBatch to handle AdditionalProperties
+func (a *AnyBatch) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["batch"]; found {
+		err = json.Unmarshal(raw, &a.Batch)
+		if err != nil {
+			return fmt.Errorf("error reading 'batch': %w", err)
+		}
+		delete(object, "batch")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for AnyBatch to handle AdditionalProperties
+func (a AnyBatch) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.Batch != nil {
+		object["batch"], err = json.Marshal(a.Batch)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'batch': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for AnyEvent. Returns the specified
+// element and whether it was found
+func (a AnyEvent) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for AnyEvent
+func (a *AnyEvent) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for AnyEvent to handle AdditionalProperties
+func (a *AnyEvent) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["event_name"]; found {
+		err = json.Unmarshal(raw, &a.EventName)
+		if err != nil {
+			return fmt.Errorf("error reading 'event_name': %w", err)
+		}
+		delete(object, "event_name")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for AnyEvent to handle AdditionalProperties
+func (a AnyEvent) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	object["event_name"], err = json.Marshal(a.EventName)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'event_name': %w", err)
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
 
 // Getter for additional properties for Context. Returns the specified
 // element and whether it was found
@@ -1173,7 +1379,8 @@ type ClientInterface interface {
 
 	// CollectPixel Collect an event from a pixel
 	//
-	// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+	// The pixel form of `POST /events` (also at `GET /events/`, `GET /cdp/events` and
+	// `GET /cdp/events/`): one event in the query string, for an `<img>` tag or any
 	// tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
 	// the event, and brackets build what JSON nests:
 	// * `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
@@ -1199,34 +1406,80 @@ type ClientInterface interface {
 	// is empty or whose brackets do not pair up, or what is not valid URL encoding of UTF-8 text;
 	// and when `tc_s`, `token` or `event_name` is given twice (`invalid_payload`).
 	//
-	// Corresponds with GET / (the `CollectPixel` operationId).
+	// Corresponds with GET /events (the `CollectPixel` operationId).
 	CollectPixel(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CollectEventWithBody Collect Events
 	//
-	// Collects an event from a website or application.
-	//
-	// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-	// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-	// `/events` without the trailing slash.
+	// Collects one event from a website or application: a JSON object with a string `event_name`,
+	// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+	// server stores what differs and reports it as warnings in the 200 answer. A request whose
+	// event is missing `event_name` is still answered 200, with the event rejected
+	// (`missing_event_name`).
 	//
 	// Takes any type of body and a specified content type.
 	//
-	// Corresponds with POST / (the `CollectEvent` operationId).
+	// Corresponds with POST /events (the `CollectEvent` operationId).
 	CollectEventWithBody(ctx context.Context, params *CollectEventParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CollectEvent Collect Events
 	//
-	// Collects an event from a website or application.
-	//
-	// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-	// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-	// `/events` without the trailing slash.
+	// Collects one event from a website or application: a JSON object with a string `event_name`,
+	// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+	// server stores what differs and reports it as warnings in the 200 answer. A request whose
+	// event is missing `event_name` is still answered 200, with the event rejected
+	// (`missing_event_name`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
-	// Corresponds with POST / (the `CollectEvent` operationId).
+	// Corresponds with POST /events (the `CollectEvent` operationId).
 	CollectEvent(ctx context.Context, params *CollectEventParams, body CollectEventJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CollectEventWithTextBody Collect Events
+	//
+	// Collects one event from a website or application: a JSON object with a string `event_name`,
+	// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+	// server stores what differs and reports it as warnings in the 200 answer. A request whose
+	// event is missing `event_name` is still answered 200, with the event rejected
+	// (`missing_event_name`).
+	//
+	// Takes a body of the `text/plain` content type.
+	//
+	// Corresponds with POST /events (the `CollectEvent` operationId).
+	CollectEventWithTextBody(ctx context.Context, params *CollectEventParams, body CollectEventTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CollectEventSlashWithBody Collect Events (the vendor's path)
+	//
+	// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+	// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+	// trailing slash: clients generated from that file send here.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+	CollectEventSlashWithBody(ctx context.Context, params *CollectEventSlashParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CollectEventSlash Collect Events (the vendor's path)
+	//
+	// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+	// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+	// trailing slash: clients generated from that file send here.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+	CollectEventSlash(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CollectEventSlashWithTextBody Collect Events (the vendor's path)
+	//
+	// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+	// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+	// trailing slash: clients generated from that file send here.
+	//
+	// Takes a body of the `text/plain` content type.
+	//
+	// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+	CollectEventSlashWithTextBody(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CollectBatchWithBody Collect a batch of events
 	//
@@ -1235,12 +1488,13 @@ type ClientInterface interface {
 	// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 	// 400 checks: one element that is not an object or is too large refuses the whole request, with
 	// `index` naming it. Events of a usable batch are then processed one by one as for the single
-	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-	// element may carry `event_timestamp` at its root; it is moved into `context`.
+	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+	// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+	// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 	//
 	// Takes any type of body and a specified content type.
 	//
-	// Corresponds with POST /batch (the `CollectBatch` operationId).
+	// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 	CollectBatchWithBody(ctx context.Context, params *CollectBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CollectBatch Collect a batch of events
@@ -1250,18 +1504,36 @@ type ClientInterface interface {
 	// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 	// 400 checks: one element that is not an object or is too large refuses the whole request, with
 	// `index` naming it. Events of a usable batch are then processed one by one as for the single
-	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-	// element may carry `event_timestamp` at its root; it is moved into `context`.
+	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+	// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+	// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
-	// Corresponds with POST /batch (the `CollectBatch` operationId).
+	// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 	CollectBatch(ctx context.Context, params *CollectBatchParams, body CollectBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CollectBatchWithTextBody Collect a batch of events
+	//
+	// Collects several events in one request: a JSON object whose `batch` array holds the events
+	// (a bare array is invalid). The body is at most 512000 bytes and each element at most 32768
+	// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
+	// 400 checks: one element that is not an object or is too large refuses the whole request, with
+	// `index` naming it. Events of a usable batch are then processed one by one as for the single
+	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+	// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+	// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
+	//
+	// Takes a body of the `text/plain` content type.
+	//
+	// Corresponds with POST /events/batch (the `CollectBatch` operationId).
+	CollectBatchWithTextBody(ctx context.Context, params *CollectBatchParams, body CollectBatchTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // CollectPixel Collect an event from a pixel
 //
-// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+// The pixel form of `POST /events` (also at `GET /events/`, `GET /cdp/events` and
+// `GET /cdp/events/`): one event in the query string, for an `<img>` tag or any
 // tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
 // the event, and brackets build what JSON nests:
 //   - `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
@@ -1287,7 +1559,7 @@ type ClientInterface interface {
 // is empty or whose brackets do not pair up, or what is not valid URL encoding of UTF-8 text;
 // and when `tc_s`, `token` or `event_name` is given twice (`invalid_payload`).
 //
-// Corresponds with GET / (the `CollectPixel` operationId).
+// Corresponds with GET /events (the `CollectPixel` operationId).
 func (c *Client) CollectPixel(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCollectPixelRequest(c.Server, params)
 	if err != nil {
@@ -1302,15 +1574,15 @@ func (c *Client) CollectPixel(ctx context.Context, params *CollectPixelParams, r
 
 // CollectEventWithBody Collect Events
 //
-// Collects an event from a website or application.
-//
-// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-// `/events` without the trailing slash.
+// Collects one event from a website or application: a JSON object with a string `event_name`,
+// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+// server stores what differs and reports it as warnings in the 200 answer. A request whose
+// event is missing `event_name` is still answered 200, with the event rejected
+// (`missing_event_name`).
 //
 // Takes any type of body and a specified content type.
 //
-// Corresponds with POST / (the `CollectEvent` operationId).
+// Corresponds with POST /events (the `CollectEvent` operationId).
 func (c *Client) CollectEventWithBody(ctx context.Context, params *CollectEventParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCollectEventRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
@@ -1325,17 +1597,103 @@ func (c *Client) CollectEventWithBody(ctx context.Context, params *CollectEventP
 
 // CollectEvent Collect Events
 //
-// Collects an event from a website or application.
-//
-// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-// `/events` without the trailing slash.
+// Collects one event from a website or application: a JSON object with a string `event_name`,
+// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+// server stores what differs and reports it as warnings in the 200 answer. A request whose
+// event is missing `event_name` is still answered 200, with the event rejected
+// (`missing_event_name`).
 //
 // Takes a body of the `application/json` content type.
 //
-// Corresponds with POST / (the `CollectEvent` operationId).
+// Corresponds with POST /events (the `CollectEvent` operationId).
 func (c *Client) CollectEvent(ctx context.Context, params *CollectEventParams, body CollectEventJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCollectEventRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CollectEventWithTextBody Collect Events
+//
+// Collects one event from a website or application: a JSON object with a string `event_name`,
+// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+// server stores what differs and reports it as warnings in the 200 answer. A request whose
+// event is missing `event_name` is still answered 200, with the event rejected
+// (`missing_event_name`).
+//
+// Takes a body of the `text/plain` content type.
+//
+// Corresponds with POST /events (the `CollectEvent` operationId).
+func (c *Client) CollectEventWithTextBody(ctx context.Context, params *CollectEventParams, body CollectEventTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCollectEventRequestWithTextBody(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CollectEventSlashWithBody Collect Events (the vendor's path)
+//
+// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+// trailing slash: clients generated from that file send here.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+func (c *Client) CollectEventSlashWithBody(ctx context.Context, params *CollectEventSlashParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCollectEventSlashRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CollectEventSlash Collect Events (the vendor's path)
+//
+// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+// trailing slash: clients generated from that file send here.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+func (c *Client) CollectEventSlash(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCollectEventSlashRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CollectEventSlashWithTextBody Collect Events (the vendor's path)
+//
+// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+// trailing slash: clients generated from that file send here.
+//
+// Takes a body of the `text/plain` content type.
+//
+// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+func (c *Client) CollectEventSlashWithTextBody(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCollectEventSlashRequestWithTextBody(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1353,12 +1711,13 @@ func (c *Client) CollectEvent(ctx context.Context, params *CollectEventParams, b
 // bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 // 400 checks: one element that is not an object or is too large refuses the whole request, with
 // `index` naming it. Events of a usable batch are then processed one by one as for the single
-// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-// element may carry `event_timestamp` at its root; it is moved into `context`.
+// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 //
 // Takes any type of body and a specified content type.
 //
-// Corresponds with POST /batch (the `CollectBatch` operationId).
+// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 func (c *Client) CollectBatchWithBody(ctx context.Context, params *CollectBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCollectBatchRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
@@ -1378,14 +1737,41 @@ func (c *Client) CollectBatchWithBody(ctx context.Context, params *CollectBatchP
 // bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 // 400 checks: one element that is not an object or is too large refuses the whole request, with
 // `index` naming it. Events of a usable batch are then processed one by one as for the single
-// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-// element may carry `event_timestamp` at its root; it is moved into `context`.
+// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 //
 // Takes a body of the `application/json` content type.
 //
-// Corresponds with POST /batch (the `CollectBatch` operationId).
+// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 func (c *Client) CollectBatch(ctx context.Context, params *CollectBatchParams, body CollectBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCollectBatchRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CollectBatchWithTextBody Collect a batch of events
+//
+// Collects several events in one request: a JSON object whose `batch` array holds the events
+// (a bare array is invalid). The body is at most 512000 bytes and each element at most 32768
+// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
+// 400 checks: one element that is not an object or is too large refuses the whole request, with
+// `index` naming it. Events of a usable batch are then processed one by one as for the single
+// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
+//
+// Takes a body of the `text/plain` content type.
+//
+// Corresponds with POST /events/batch (the `CollectBatch` operationId).
+func (c *Client) CollectBatchWithTextBody(ctx context.Context, params *CollectBatchParams, body CollectBatchTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCollectBatchRequestWithTextBody(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1405,7 +1791,7 @@ func NewCollectPixelRequest(server string, params *CollectPixelParams) (*http.Re
 		return nil, err
 	}
 
-	operationPath := fmt.Sprintf("/")
+	operationPath := fmt.Sprintf("/events")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1471,21 +1857,6 @@ func NewCollectPixelRequest(server string, params *CollectPixelParams) (*http.Re
 		return nil, err
 	}
 
-	if params != nil {
-
-		if params.Authorization != nil {
-			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
-				return nil, err
-			}
-
-			req.Header.Set("Authorization", headerParam0)
-		}
-
-	}
-
 	return req, nil
 }
 
@@ -1500,6 +1871,17 @@ func NewCollectEventRequest(server string, params *CollectEventParams, body Coll
 	return NewCollectEventRequestWithBody(server, params, "application/json", bodyReader)
 }
 
+// NewCollectEventRequestWithTextBody calls the generic CollectEvent builder with text/plain body
+func NewCollectEventRequestWithTextBody(server string, params *CollectEventParams, body CollectEventTextRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	if stringer, ok := interface{}(body).(fmt.Stringer); ok {
+		bodyReader = strings.NewReader(stringer.String())
+	} else {
+		bodyReader = strings.NewReader(fmt.Sprint(body))
+	}
+	return NewCollectEventRequestWithBody(server, params, "text/plain", bodyReader)
+}
+
 // NewCollectEventRequestWithBody constructs an http.Request for the CollectEvent method, with any body, and a specified content type
 func NewCollectEventRequestWithBody(server string, params *CollectEventParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
@@ -1509,7 +1891,7 @@ func NewCollectEventRequestWithBody(server string, params *CollectEventParams, c
 		return nil, err
 	}
 
-	operationPath := fmt.Sprintf("/")
+	operationPath := fmt.Sprintf("/events")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1565,31 +1947,95 @@ func NewCollectEventRequestWithBody(server string, params *CollectEventParams, c
 
 	req.Header.Add("Content-Type", contentType)
 
-	if params != nil {
+	return req, nil
+}
 
-		if params.ContentType != nil {
-			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Content-Type", *params.ContentType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
-				return nil, err
-			}
-
-			req.Header.Set("Content-Type", headerParam0)
-		}
-
-		if params.Authorization != nil {
-			var headerParam1 string
-
-			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
-				return nil, err
-			}
-
-			req.Header.Set("Authorization", headerParam1)
-		}
-
+// NewCollectEventSlashRequest calls the generic CollectEventSlash builder with application/json body
+func NewCollectEventSlashRequest(server string, params *CollectEventSlashParams, body CollectEventSlashJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
 	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCollectEventSlashRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCollectEventSlashRequestWithTextBody calls the generic CollectEventSlash builder with text/plain body
+func NewCollectEventSlashRequestWithTextBody(server string, params *CollectEventSlashParams, body CollectEventSlashTextRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	if stringer, ok := interface{}(body).(fmt.Stringer); ok {
+		bodyReader = strings.NewReader(stringer.String())
+	} else {
+		bodyReader = strings.NewReader(fmt.Sprint(body))
+	}
+	return NewCollectEventSlashRequestWithBody(server, params, "text/plain", bodyReader)
+}
+
+// NewCollectEventSlashRequestWithBody constructs an http.Request for the CollectEventSlash method, with any body, and a specified content type
+func NewCollectEventSlashRequestWithBody(server string, params *CollectEventSlashParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/events/")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.TcS != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tc_s", *params.TcS, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Token != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "token", *params.Token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -1605,6 +2051,17 @@ func NewCollectBatchRequest(server string, params *CollectBatchParams, body Coll
 	return NewCollectBatchRequestWithBody(server, params, "application/json", bodyReader)
 }
 
+// NewCollectBatchRequestWithTextBody calls the generic CollectBatch builder with text/plain body
+func NewCollectBatchRequestWithTextBody(server string, params *CollectBatchParams, body CollectBatchTextRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	if stringer, ok := interface{}(body).(fmt.Stringer); ok {
+		bodyReader = strings.NewReader(stringer.String())
+	} else {
+		bodyReader = strings.NewReader(fmt.Sprint(body))
+	}
+	return NewCollectBatchRequestWithBody(server, params, "text/plain", bodyReader)
+}
+
 // NewCollectBatchRequestWithBody constructs an http.Request for the CollectBatch method, with any body, and a specified content type
 func NewCollectBatchRequestWithBody(server string, params *CollectBatchParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
@@ -1614,7 +2071,7 @@ func NewCollectBatchRequestWithBody(server string, params *CollectBatchParams, c
 		return nil, err
 	}
 
-	operationPath := fmt.Sprintf("/batch")
+	operationPath := fmt.Sprintf("/events/batch")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1669,32 +2126,6 @@ func NewCollectBatchRequestWithBody(server string, params *CollectBatchParams, c
 	}
 
 	req.Header.Add("Content-Type", contentType)
-
-	if params != nil {
-
-		if params.ContentType != nil {
-			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Content-Type", *params.ContentType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
-				return nil, err
-			}
-
-			req.Header.Set("Content-Type", headerParam0)
-		}
-
-		if params.Authorization != nil {
-			var headerParam1 string
-
-			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
-				return nil, err
-			}
-
-			req.Header.Set("Authorization", headerParam1)
-		}
-
-	}
 
 	return req, nil
 }
@@ -1745,7 +2176,8 @@ type ClientWithResponsesInterface interface {
 
 	// CollectPixelWithResponse Collect an event from a pixel
 	//
-	// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+	// The pixel form of `POST /events` (also at `GET /events/`, `GET /cdp/events` and
+	// `GET /cdp/events/`): one event in the query string, for an `<img>` tag or any
 	// tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
 	// the event, and brackets build what JSON nests:
 	// * `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
@@ -1773,34 +2205,80 @@ type ClientWithResponsesInterface interface {
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with GET / (the `CollectPixel` operationId).
+	// Corresponds with GET /events (the `CollectPixel` operationId).
 	CollectPixelWithResponse(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*CollectPixelResponse, error)
 
 	// CollectEventWithBodyWithResponse Collect Events
 	//
-	// Collects an event from a website or application.
-	//
-	// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-	// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-	// `/events` without the trailing slash.
+	// Collects one event from a website or application: a JSON object with a string `event_name`,
+	// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+	// server stores what differs and reports it as warnings in the 200 answer. A request whose
+	// event is missing `event_name` is still answered 200, with the event rejected
+	// (`missing_event_name`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST / (the `CollectEvent` operationId).
+	// Corresponds with POST /events (the `CollectEvent` operationId).
 	CollectEventWithBodyWithResponse(ctx context.Context, params *CollectEventParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CollectEventResponse, error)
 
 	// CollectEventWithResponse Collect Events
 	//
-	// Collects an event from a website or application.
-	//
-	// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-	// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-	// `/events` without the trailing slash.
+	// Collects one event from a website or application: a JSON object with a string `event_name`,
+	// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+	// server stores what differs and reports it as warnings in the 200 answer. A request whose
+	// event is missing `event_name` is still answered 200, with the event rejected
+	// (`missing_event_name`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST / (the `CollectEvent` operationId).
+	// Corresponds with POST /events (the `CollectEvent` operationId).
 	CollectEventWithResponse(ctx context.Context, params *CollectEventParams, body CollectEventJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectEventResponse, error)
+
+	// CollectEventWithTextBodyWithResponse Collect Events
+	//
+	// Collects one event from a website or application: a JSON object with a string `event_name`,
+	// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+	// server stores what differs and reports it as warnings in the 200 answer. A request whose
+	// event is missing `event_name` is still answered 200, with the event rejected
+	// (`missing_event_name`).
+	//
+	// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /events (the `CollectEvent` operationId).
+	CollectEventWithTextBodyWithResponse(ctx context.Context, params *CollectEventParams, body CollectEventTextRequestBody, reqEditors ...RequestEditorFn) (*CollectEventResponse, error)
+
+	// CollectEventSlashWithBodyWithResponse Collect Events (the vendor's path)
+	//
+	// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+	// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+	// trailing slash: clients generated from that file send here.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+	CollectEventSlashWithBodyWithResponse(ctx context.Context, params *CollectEventSlashParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CollectEventSlashResponse, error)
+
+	// CollectEventSlashWithResponse Collect Events (the vendor's path)
+	//
+	// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+	// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+	// trailing slash: clients generated from that file send here.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+	CollectEventSlashWithResponse(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectEventSlashResponse, error)
+
+	// CollectEventSlashWithTextBodyWithResponse Collect Events (the vendor's path)
+	//
+	// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+	// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+	// trailing slash: clients generated from that file send here.
+	//
+	// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+	CollectEventSlashWithTextBodyWithResponse(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashTextRequestBody, reqEditors ...RequestEditorFn) (*CollectEventSlashResponse, error)
 
 	// CollectBatchWithBodyWithResponse Collect a batch of events
 	//
@@ -1809,12 +2287,13 @@ type ClientWithResponsesInterface interface {
 	// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 	// 400 checks: one element that is not an object or is too large refuses the whole request, with
 	// `index` naming it. Events of a usable batch are then processed one by one as for the single
-	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-	// element may carry `event_timestamp` at its root; it is moved into `context`.
+	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+	// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+	// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST /batch (the `CollectBatch` operationId).
+	// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 	CollectBatchWithBodyWithResponse(ctx context.Context, params *CollectBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error)
 
 	// CollectBatchWithResponse Collect a batch of events
@@ -1824,13 +2303,30 @@ type ClientWithResponsesInterface interface {
 	// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 	// 400 checks: one element that is not an object or is too large refuses the whole request, with
 	// `index` naming it. Events of a usable batch are then processed one by one as for the single
-	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-	// element may carry `event_timestamp` at its root; it is moved into `context`.
+	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+	// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+	// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST /batch (the `CollectBatch` operationId).
+	// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 	CollectBatchWithResponse(ctx context.Context, params *CollectBatchParams, body CollectBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error)
+
+	// CollectBatchWithTextBodyWithResponse Collect a batch of events
+	//
+	// Collects several events in one request: a JSON object whose `batch` array holds the events
+	// (a bare array is invalid). The body is at most 512000 bytes and each element at most 32768
+	// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
+	// 400 checks: one element that is not an object or is too large refuses the whole request, with
+	// `index` naming it. Events of a usable batch are then processed one by one as for the single
+	// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+	// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+	// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
+	//
+	// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /events/batch (the `CollectBatch` operationId).
+	CollectBatchWithTextBodyWithResponse(ctx context.Context, params *CollectBatchParams, body CollectBatchTextRequestBody, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error)
 }
 
 // CollectPixelResponse200Headers the declared response headers of an HTTP 200 response for CollectPixel
@@ -1849,7 +2345,7 @@ type CollectPixelResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *CollectResult
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *BadRequest
+	JSON400 *EventRefused
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -1866,7 +2362,7 @@ func (r CollectPixelResponse) GetJSON200() *CollectResult {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CollectPixelResponse) GetJSON400() *BadRequest {
+func (r CollectPixelResponse) GetJSON400() *EventRefused {
 	return r.JSON400
 }
 
@@ -1918,9 +2414,9 @@ type CollectEventResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Collected
+	JSON200 *EventCollected
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *BadRequest
+	JSON400 *EventRefused
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -1930,12 +2426,12 @@ type CollectEventResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r CollectEventResponse) GetJSON200() *Collected {
+func (r CollectEventResponse) GetJSON200() *EventCollected {
 	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CollectEventResponse) GetJSON400() *BadRequest {
+func (r CollectEventResponse) GetJSON400() *EventRefused {
 	return r.JSON400
 }
 
@@ -1978,6 +2474,75 @@ func (r CollectEventResponse) ContentType() string {
 	return ""
 }
 
+// CollectEventSlashResponse503Headers the declared response headers of an HTTP 503 response for CollectEventSlash
+type CollectEventSlashResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CollectEventSlashResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EventCollected
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *EventRefused
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CollectEventSlashResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CollectEventSlashResponse) GetJSON200() *EventCollected {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CollectEventSlashResponse) GetJSON400() *EventRefused {
+	return r.JSON400
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CollectEventSlashResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CollectEventSlashResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CollectEventSlashResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CollectEventSlashResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CollectEventSlashResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CollectEventSlashResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // CollectBatchResponse503Headers the declared response headers of an HTTP 503 response for CollectBatch
 type CollectBatchResponse503Headers struct {
 	RetryAfter *int
@@ -1987,9 +2552,9 @@ type CollectBatchResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Collected
+	JSON200 *BatchCollected
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *BadRequest
+	JSON400 *BatchRefused
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -1999,12 +2564,12 @@ type CollectBatchResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r CollectBatchResponse) GetJSON200() *Collected {
+func (r CollectBatchResponse) GetJSON200() *BatchCollected {
 	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CollectBatchResponse) GetJSON400() *BadRequest {
+func (r CollectBatchResponse) GetJSON400() *BatchRefused {
 	return r.JSON400
 }
 
@@ -2049,7 +2614,8 @@ func (r CollectBatchResponse) ContentType() string {
 
 // CollectPixelWithResponse Collect an event from a pixel
 //
-// The pixel form of `POST /events`: one event in the query string, for an `<img>` tag or any
+// The pixel form of `POST /events` (also at `GET /events/`, `GET /cdp/events` and
+// `GET /cdp/events/`): one event in the query string, for an `<img>` tag or any
 // tracker that can only load a URL. Every parameter but `tc_s` and `token` is a property of
 // the event, and brackets build what JSON nests:
 //   - `user[consistent_anonymous_id]=a1` is `{"user": {"consistent_anonymous_id": "a1"}}`;
@@ -2077,7 +2643,7 @@ func (r CollectBatchResponse) ContentType() string {
 //
 // Returns a wrapper object for the known response body format(s).
 //
-// Corresponds with GET / (the `CollectPixel` operationId).
+// Corresponds with GET /events (the `CollectPixel` operationId).
 func (c *ClientWithResponses) CollectPixelWithResponse(ctx context.Context, params *CollectPixelParams, reqEditors ...RequestEditorFn) (*CollectPixelResponse, error) {
 	rsp, err := c.CollectPixel(ctx, params, reqEditors...)
 	if err != nil {
@@ -2088,15 +2654,15 @@ func (c *ClientWithResponses) CollectPixelWithResponse(ctx context.Context, para
 
 // CollectEventWithBodyWithResponse Collect Events
 //
-// Collects an event from a website or application.
-//
-// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-// `/events` without the trailing slash.
+// Collects one event from a website or application: a JSON object with a string `event_name`,
+// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+// server stores what differs and reports it as warnings in the 200 answer. A request whose
+// event is missing `event_name` is still answered 200, with the event rejected
+// (`missing_event_name`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST / (the `CollectEvent` operationId).
+// Corresponds with POST /events (the `CollectEvent` operationId).
 func (c *ClientWithResponses) CollectEventWithBodyWithResponse(ctx context.Context, params *CollectEventParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CollectEventResponse, error) {
 	rsp, err := c.CollectEventWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
@@ -2107,21 +2673,91 @@ func (c *ClientWithResponses) CollectEventWithBodyWithResponse(ctx context.Conte
 
 // CollectEventWithResponse Collect Events
 //
-// Collects an event from a website or application.
-//
-// The body is one event, a JSON object of at most 32768 bytes. `Content-Type` is not enforced
-// (browsers' `sendBeacon` sends `text/plain`), but the body must be JSON. Also served at
-// `/events` without the trailing slash.
+// Collects one event from a website or application: a JSON object with a string `event_name`,
+// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+// server stores what differs and reports it as warnings in the 200 answer. A request whose
+// event is missing `event_name` is still answered 200, with the event rejected
+// (`missing_event_name`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST / (the `CollectEvent` operationId).
+// Corresponds with POST /events (the `CollectEvent` operationId).
 func (c *ClientWithResponses) CollectEventWithResponse(ctx context.Context, params *CollectEventParams, body CollectEventJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectEventResponse, error) {
 	rsp, err := c.CollectEvent(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
 	return ParseCollectEventResponse(rsp)
+}
+
+// CollectEventWithTextBodyWithResponse Collect Events
+//
+// Collects one event from a website or application: a JSON object with a string `event_name`,
+// of at most 32768 bytes. What the rest of it should look like is the `Event` schema; the
+// server stores what differs and reports it as warnings in the 200 answer. A request whose
+// event is missing `event_name` is still answered 200, with the event rejected
+// (`missing_event_name`).
+//
+// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /events (the `CollectEvent` operationId).
+func (c *ClientWithResponses) CollectEventWithTextBodyWithResponse(ctx context.Context, params *CollectEventParams, body CollectEventTextRequestBody, reqEditors ...RequestEditorFn) (*CollectEventResponse, error) {
+	rsp, err := c.CollectEventWithTextBody(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCollectEventResponse(rsp)
+}
+
+// CollectEventSlashWithBodyWithResponse Collect Events (the vendor's path)
+//
+// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+// trailing slash: clients generated from that file send here.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+func (c *ClientWithResponses) CollectEventSlashWithBodyWithResponse(ctx context.Context, params *CollectEventSlashParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CollectEventSlashResponse, error) {
+	rsp, err := c.CollectEventSlashWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCollectEventSlashResponse(rsp)
+}
+
+// CollectEventSlashWithResponse Collect Events (the vendor's path)
+//
+// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+// trailing slash: clients generated from that file send here.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+func (c *ClientWithResponses) CollectEventSlashWithResponse(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectEventSlashResponse, error) {
+	rsp, err := c.CollectEventSlash(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCollectEventSlashResponse(rsp)
+}
+
+// CollectEventSlashWithTextBodyWithResponse Collect Events (the vendor's path)
+//
+// The same as `POST /events`. The vendor's file puts the single-event operation at `/` under
+// the server URL `https://collect.commander1.com/events`, which makes this URL, with its
+// trailing slash: clients generated from that file send here.
+//
+// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /events/ (the `CollectEventSlash` operationId).
+func (c *ClientWithResponses) CollectEventSlashWithTextBodyWithResponse(ctx context.Context, params *CollectEventSlashParams, body CollectEventSlashTextRequestBody, reqEditors ...RequestEditorFn) (*CollectEventSlashResponse, error) {
+	rsp, err := c.CollectEventSlashWithTextBody(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCollectEventSlashResponse(rsp)
 }
 
 // CollectBatchWithBodyWithResponse Collect a batch of events
@@ -2131,12 +2767,13 @@ func (c *ClientWithResponses) CollectEventWithResponse(ctx context.Context, para
 // bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 // 400 checks: one element that is not an object or is too large refuses the whole request, with
 // `index` naming it. Events of a usable batch are then processed one by one as for the single
-// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-// element may carry `event_timestamp` at its root; it is moved into `context`.
+// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST /batch (the `CollectBatch` operationId).
+// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 func (c *ClientWithResponses) CollectBatchWithBodyWithResponse(ctx context.Context, params *CollectBatchParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error) {
 	rsp, err := c.CollectBatchWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
@@ -2152,14 +2789,37 @@ func (c *ClientWithResponses) CollectBatchWithBodyWithResponse(ctx context.Conte
 // bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
 // 400 checks: one element that is not an object or is too large refuses the whole request, with
 // `index` naming it. Events of a usable batch are then processed one by one as for the single
-// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`. An
-// element may carry `event_timestamp` at its root; it is moved into `context`.
+// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST /batch (the `CollectBatch` operationId).
+// Corresponds with POST /events/batch (the `CollectBatch` operationId).
 func (c *ClientWithResponses) CollectBatchWithResponse(ctx context.Context, params *CollectBatchParams, body CollectBatchJSONRequestBody, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error) {
 	rsp, err := c.CollectBatch(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCollectBatchResponse(rsp)
+}
+
+// CollectBatchWithTextBodyWithResponse Collect a batch of events
+//
+// Collects several events in one request: a JSON object whose `batch` array holds the events
+// (a bare array is invalid). The body is at most 512000 bytes and each element at most 32768
+// bytes, counted on the raw bytes of that element as sent. A batch is all or nothing for the
+// 400 checks: one element that is not an object or is too large refuses the whole request, with
+// `index` naming it. Events of a usable batch are then processed one by one as for the single
+// endpoint, and `index` in `errors` and `warnings` is the element's position in `batch`: an
+// element without a string `event_name` is rejected alone (`missing_event_name`), the others
+// are stored. An element may carry `event_timestamp` at its root; it is moved into `context`.
+//
+// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /events/batch (the `CollectBatch` operationId).
+func (c *ClientWithResponses) CollectBatchWithTextBodyWithResponse(ctx context.Context, params *CollectBatchParams, body CollectBatchTextRequestBody, reqEditors ...RequestEditorFn) (*CollectBatchResponse, error) {
+	rsp, err := c.CollectBatchWithTextBody(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2188,7 +2848,7 @@ func ParseCollectPixelResponse(rsp *http.Response) (*CollectPixelResponse, error
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest BadRequest
+		var dest EventRefused
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -2209,7 +2869,10 @@ func ParseCollectPixelResponse(rsp *http.Response) (*CollectPixelResponse, error
 		response.JSON503 = &dest
 
 	case rsp.StatusCode == 200:
-		// Content-type (image/gif) unsupported
+	// Content-type (image/gif) unsupported
+
+	case rsp.StatusCode == 400:
+		// Content-type (text/plain) unsupported
 
 	}
 
@@ -2254,14 +2917,14 @@ func ParseCollectEventResponse(rsp *http.Response) (*CollectEventResponse, error
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Collected
+		var dest EventCollected
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest BadRequest
+		var dest EventRefused
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -2281,11 +2944,77 @@ func ParseCollectEventResponse(rsp *http.Response) (*CollectEventResponse, error
 		}
 		response.JSON503 = &dest
 
+	case rsp.StatusCode == 400:
+		// Content-type (text/plain) unsupported
+
 	}
 
 	switch {
 	case rsp.StatusCode == 503:
 		var headers CollectEventResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCollectEventSlashResponse parses an HTTP response from a CollectEventSlashWithResponse call
+func ParseCollectEventSlashResponse(rsp *http.Response) (*CollectEventSlashResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CollectEventSlashResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EventCollected
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest EventRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case rsp.StatusCode == 400:
+		// Content-type (text/plain) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CollectEventSlashResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -2314,14 +3043,14 @@ func ParseCollectBatchResponse(rsp *http.Response) (*CollectBatchResponse, error
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Collected
+		var dest BatchCollected
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest BadRequest
+		var dest BatchRefused
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -2340,6 +3069,9 @@ func ParseCollectBatchResponse(rsp *http.Response) (*CollectBatchResponse, error
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case rsp.StatusCode == 400:
+		// Content-type (text/plain) unsupported
 
 	}
 

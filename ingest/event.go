@@ -127,7 +127,7 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 	}
 
 	out := processedEvent{eventName: name, testCode: testCode, warnings: converted}
-	contextChanged, timestampMoved := false, false
+	contextChanged, timestampMoved, timestampOutside := false, false, false
 	warn := func(code gen.ProblemCode, path, format string, args ...any) {
 		out.warnings = append(out.warnings, trackapi.Problem{Code: string(code), Path: path, Message: fmt.Sprintf(format, args...)})
 	}
@@ -185,11 +185,20 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 			contextChanged = true
 			warn(gen.TimestampGenerated, "/context/event_timestamp", "context.event_timestamp was missing; the receive time was used")
 		default:
-			if ms, converted := epochMillis(ts); converted {
+			switch ms, outcome := epochMillis(ts); outcome {
+			case timestampConverted:
 				context["event_timestamp"] = ms
 				contextChanged = true
 				warn(gen.TimestampNormalized, "/context/event_timestamp", "context.event_timestamp %s was converted to epoch milliseconds %d",
 					clip(fmt.Sprint(ts), maxValueInMessage), ms)
+			case timestampOutOfRange:
+				// Reported here, once, whatever the schema check does: kin-openapi compares float64s
+				// and sees an integer in 2^63, fails on a number past float64 with a message of its
+				// own, and does not run at all on an event too deep to check.
+				timestampOutside = true
+				warn(gen.SchemaViolation, "/context/event_timestamp",
+					"context.event_timestamp %s is outside the range of epoch milliseconds (a 64-bit signed integer); it was stored as sent",
+					clip(fmt.Sprint(ts), maxValueInMessage))
 			}
 		}
 	} else {
@@ -197,9 +206,6 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		// The schema check below reports it; the server id is used for deduplication only.
 		out.eventID = trackapi.NewEventID()
 	}
-
-	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
-	out.warnings = p.standard.missingRequired(out.warnings, name, members)
 
 	out.body = raw
 	var contextJSON []byte // the context to store, when not the one sent
@@ -216,6 +222,15 @@ func (p *eventProcessor) process(raw []byte, inBatch bool, receivedAt time.Time)
 		}
 		out.body = rebuildObject(members, rootDropped, "context", contextJSON, omit)
 	}
+
+	// Validation runs once the body is built: an out-of-range timestamp, already reported, is
+	// then replaced in the decoded event (not in what is stored) so that the check does not report
+	// it again.
+	if timestampOutside {
+		context["event_timestamp"] = json.Number("0")
+	}
+	out.warnings = append(out.warnings, p.validate(event, tooDeep, knownSize > 2*maxValidatedItems)...)
+	out.warnings = p.standard.missingRequired(out.warnings, name, members)
 	return out
 }
 
@@ -396,28 +411,80 @@ func jsonPointer(segments []string) string {
 // kilobytes, which made each schema warning cost more than the rest of its event.
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
-// epochMillis converts the timestamp forms senders use into epoch milliseconds. converted is false
-// when the value is already an integer, or when it is in no known form (left for the schema check).
-func epochMillis(v any) (ms int64, converted bool) {
+// What epochMillis made of a timestamp.
+type timestampOutcome uint8
+
+const (
+	timestampAsSent     timestampOutcome = iota // already epoch milliseconds, or in no known form (left for the schema check)
+	timestampConverted                          // converted into epoch milliseconds
+	timestampOutOfRange                         // a number whose integer part does not fit in an int64: stored as sent
+)
+
+// epochMillis converts the timestamp forms senders use into epoch milliseconds: a number with a
+// fraction or an exponent (its integer part), a numeric string, an ISO 8601 string. A number whose
+// integer part is outside the int64 range (2^63, -2^63-1, 1e30) is never converted: Go's conversion
+// of such a float64 is undefined (it gave -2^63 on amd64), and a float64 cannot even tell 2^63 from
+// 2^63-1, so the number is read exactly, from its digits.
+func epochMillis(v any) (int64, timestampOutcome) {
 	switch ts := v.(type) {
 	case json.Number:
 		if _, err := ts.Int64(); err == nil {
-			return 0, false
+			return 0, timestampAsSent
 		}
-		if f, err := ts.Float64(); err == nil {
-			return int64(f), true
+		if ms, ok := integerPart(string(ts)); ok {
+			return ms, timestampConverted
 		}
+		return 0, timestampOutOfRange
 	case string:
 		if n, err := strconv.ParseInt(strings.TrimSpace(ts), 10, 64); err == nil {
-			return n, true
+			return n, timestampConverted
 		}
 		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"} {
 			if t, err := time.Parse(layout, ts); err == nil {
-				return t.UnixMilli(), true
+				return t.UnixMilli(), timestampConverted // years 0 to 9999 only: always in range
 			}
 		}
 	}
-	return 0, false
+	return 0, timestampAsSent
+}
+
+// integerPart is the integer part (towards zero) of a valid JSON number, exactly, and false when it
+// does not fit in an int64. It moves the decimal point along the digits rather than computing, so
+// it costs one pass whatever the number's length or exponent.
+func integerPart(number string) (int64, bool) {
+	sign := ""
+	if strings.HasPrefix(number, "-") {
+		sign, number = "-", number[1:]
+	}
+	mantissa, exponent, hasExponent := strings.Cut(strings.ToLower(number), "e")
+	whole, fraction, _ := strings.Cut(mantissa, ".")
+	digits := strings.TrimLeft(whole+fraction, "0")
+	if digits == "" {
+		return 0, true // zero, whatever its exponent
+	}
+	point := len(whole) - (len(whole+fraction) - len(digits)) // the point's place in digits
+	if hasExponent {
+		e, err := strconv.Atoi(exponent) // "+5" and "-5" parse
+		if err != nil {
+			// Too many digits for an int: a huge exponent. Positive, the number is huge;
+			// negative, its integer part is zero.
+			return 0, strings.HasPrefix(exponent, "-")
+		}
+		if e > 1<<30 || e < -1<<30 { // far past what the number's length can make up for
+			return 0, e < 0
+		}
+		point += e
+	}
+	switch {
+	case point <= 0:
+		return 0, true
+	case point > 19: // at least 10^19 > 2^63
+		return 0, false
+	case point > len(digits):
+		digits += strings.Repeat("0", point-len(digits))
+	}
+	n, err := strconv.ParseInt(sign+digits[:point], 10, 64)
+	return n, err == nil
 }
 
 // encodeJSON encodes a decoded (part of an) event. HTML characters are kept as sent rather than

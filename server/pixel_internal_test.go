@@ -158,12 +158,22 @@ func TestPixelEventCost(t *testing.T) {
 				t.Fatalf("the test's query is %d bytes", len(q))
 			}
 			_, _ = pixelEvent(q) // warm up
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			_, refusal := pixelEvent(q)
-			runtime.ReadMemStats(&after)
-			allocated := after.TotalAlloc - before.TotalAlloc
+			// TotalAlloc counts every goroutine's allocations: other tests' background work (a
+			// store's committer, a capturer) can add to one measurement, never take away. The
+			// least of a few is the query's own.
+			var refusal error
+			allocated := uint64(1<<63 - 1)
+			for range 5 {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				_, r := pixelEvent(q)
+				runtime.ReadMemStats(&after)
+				allocated = min(allocated, after.TotalAlloc-before.TotalAlloc)
+				if r != nil {
+					refusal = r
+				}
+			}
 			claim := pixelClaim(q)
 			if allocated > uint64(claim) {
 				t.Errorf("a %d-byte query allocated %d bytes, over the %d it claims (refusal: %v)", len(q), allocated, claim, refusal)

@@ -158,14 +158,18 @@ func (s *Server) Handler() *echo.Echo {
 	e.Use(s.requestLogger())
 	e.Use(checkFraming)
 	e.Use(cors(s.corsOrigins))
+	// POST /events, /events/ and /events/batch, GET /events (the pixel)
+	echoapi.RegisterHandlersWithOptions(e, s, echoapi.RegisterHandlersOptions{
+		OperationMiddlewares: map[string][]echo.MiddlewareFunc{"collectPixel": {noCache}}})
+	// The same operations under /cdp/events (openapi.yaml's x-trackapi-aliases), and the pixel
+	// with a trailing slash too.
 	wrapper := echoapi.ServerInterfaceWrapper{Handler: s}
-	for _, base := range CollectBases {
-		// POST base/ and base/batch, GET base/
-		echoapi.RegisterHandlersWithOptions(e, s, echoapi.RegisterHandlersOptions{BaseURL: base,
-			OperationMiddlewares: map[string][]echo.MiddlewareFunc{"collectPixel": {noCache}}})
-		e.POST(base, wrapper.CollectEvent)
-		e.GET(base, wrapper.CollectPixel, noCache)
-	}
+	e.GET("/events/", wrapper.CollectPixel, noCache)
+	e.POST("/cdp/events", wrapper.CollectEvent)
+	e.POST("/cdp/events/", wrapper.CollectEventSlash)
+	e.POST("/cdp/events/batch", wrapper.CollectBatch)
+	e.GET("/cdp/events", wrapper.CollectPixel, noCache)
+	e.GET("/cdp/events/", wrapper.CollectPixel, noCache)
 	// All of the operations API but the metrics, which are for operators, on the admin listener.
 	opsAPI := ops.ServerInterfaceWrapper{Handler: operations{ready: s.ready, metrics: s.metrics}}
 	e.GET("/healthz", opsAPI.GetHealth)
@@ -181,9 +185,9 @@ func (s *Server) Handler() *echo.Echo {
 	return e
 }
 
-// CollectBases are the paths the collect API is served under, as openapi.yaml's servers list
-// them: /events, and /cdp/events, where the vendor's web container sends on a first-party
-// domain. Each serves the same operations, without and with the trailing slash.
+// CollectBases are the paths the collect API is served under: /events, and /cdp/events, where
+// the vendor's web container sends on a first-party domain (openapi.yaml's x-trackapi-aliases).
+// Each serves the same operations, without and with the trailing slash.
 var CollectBases = []string{"/events", "/cdp/events"}
 
 // endpoint is what differs between the collect endpoints.
@@ -202,12 +206,17 @@ var (
 
 // CollectEvent handles POST /events: one event.
 func (s *Server) CollectEvent(c echo.Context, params gen.CollectEventParams) error {
-	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, params.Authorization))
+	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, c.Request().Header))
+}
+
+// CollectEventSlash handles POST /events/, the vendor's URL for one event, as POST /events.
+func (s *Server) CollectEventSlash(c echo.Context, params gen.CollectEventSlashParams) error {
+	return s.handle(c, singleEndpoint, params.TcS, sourceKey(params.Token, c.Request().Header))
 }
 
 // CollectBatch handles POST /events/batch: {"batch": [event, ...]}.
 func (s *Server) CollectBatch(c echo.Context, params gen.CollectBatchParams) error {
-	return s.handle(c, batchEndpoint, params.TcS, sourceKey(params.Token, params.Authorization))
+	return s.handle(c, batchEndpoint, params.TcS, sourceKey(params.Token, c.Request().Header))
 }
 
 // handle is the whole of a collect request: read and check the body, collect its events, answer,
@@ -262,7 +271,7 @@ func (s *Server) CollectPixel(c echo.Context, params gen.CollectPixelParams) err
 		observed.Took = time.Since(start)
 		s.metrics.ObserveRequest(observed)
 	}()
-	collect := ingest.Request{Site: deref(params.TcS), Key: sourceKey(params.Token, params.Authorization), ClientIP: c.RealIP()}
+	collect := ingest.Request{Site: deref(params.TcS), Key: sourceKey(params.Token, c.Request().Header), ClientIP: c.RealIP()}
 	rawQuery := c.Request().URL.RawQuery
 	if len(rawQuery) <= trackapi.PixelQueryLimit {
 		// What building the event holds is held of the body budget, as a body would be.
@@ -435,9 +444,9 @@ func (s *Server) inspectEchoRefusal(c echo.Context, code gen.ErrorCode, message 
 	if !ok {
 		return
 	}
-	token, authorization := req.URL.Query().Get("token"), req.Header.Get("Authorization")
+	token := req.URL.Query().Get("token")
 	s.inspectRefusal(c, ingest.Request{
-		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, &authorization), ClientIP: c.RealIP(),
+		Batch: batch, Site: req.URL.Query().Get("tc_s"), Key: sourceKey(&token, req.Header), ClientIP: c.RealIP(),
 	}, ingest.Refuse(code, "%s", message))
 }
 
@@ -487,15 +496,23 @@ func (s *Server) requestLogger() echo.MiddlewareFunc {
 }
 
 // sourceKey picks the key of a request: the token query parameter wins over the Authorization
-// header.
-func sourceKey(token, authorization *string) string {
+// header. The header is a singleton (RFC 9110): given more than once, its repeats of one value
+// count once, and different values name no key (the request's events are then rejected as
+// invalid_source), rather than the server picking one of them.
+func sourceKey(token *string, header http.Header) string {
 	if token != nil && *token != "" {
 		return *token
 	}
-	if authorization == nil {
+	values := header.Values("Authorization")
+	if len(values) == 0 {
 		return ""
 	}
-	scheme, key, ok := strings.Cut(strings.TrimSpace(*authorization), " ")
+	for _, v := range values[1:] {
+		if v != values[0] {
+			return ""
+		}
+	}
+	scheme, key, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return ""
 	}

@@ -15,13 +15,16 @@ import (
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// CollectPixel Collect an event from a pixel
-	// (GET /)
+	// (GET /events)
 	CollectPixel(ctx echo.Context, params CollectPixelParams) error
 	// CollectEvent Collect Events
-	// (POST /)
+	// (POST /events)
 	CollectEvent(ctx echo.Context, params CollectEventParams) error
+	// CollectEventSlash Collect Events (the vendor's path)
+	// (POST /events/)
+	CollectEventSlash(ctx echo.Context, params CollectEventSlashParams) error
 	// CollectBatch Collect a batch of events
-	// (POST /batch)
+	// (POST /events/batch)
 	CollectBatch(ctx echo.Context, params CollectBatchParams) error
 }
 
@@ -57,23 +60,6 @@ func (w *ServerInterfaceWrapper) CollectPixel(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter event_name: %s", err))
 	}
 
-	headers := ctx.Request().Header
-	// ------------- Optional header parameter "Authorization" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Authorization")]; found {
-		var Authorization AuthorizationHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Authorization, got %d", n))
-		}
-
-		err = runtime.BindStyledParameterWithOptions("simple", "Authorization", valueList[0], &Authorization, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Authorization: %s", err))
-		}
-
-		params.Authorization = &Authorization
-	}
-
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.CollectPixel(ctx, params)
 	return err
@@ -99,40 +85,33 @@ func (w *ServerInterfaceWrapper) CollectEvent(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
 	}
 
-	headers := ctx.Request().Header
-	// ------------- Optional header parameter "Content-Type" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Content-Type")]; found {
-		var ContentType ContentTypeHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Content-Type, got %d", n))
-		}
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CollectEvent(ctx, params)
+	return err
+}
 
-		err = runtime.BindStyledParameterWithOptions("simple", "Content-Type", valueList[0], &ContentType, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Content-Type: %s", err))
-		}
+// CollectEventSlash converts echo context to params.
+func (w *ServerInterfaceWrapper) CollectEventSlash(ctx echo.Context) error {
+	var err error
 
-		params.ContentType = &ContentType
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CollectEventSlashParams
+	// ------------- Optional query parameter "tc_s" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tc_s", ctx.QueryParams(), &params.TcS, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tc_s: %s", err))
 	}
-	// ------------- Optional header parameter "Authorization" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Authorization")]; found {
-		var Authorization AuthorizationHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Authorization, got %d", n))
-		}
 
-		err = runtime.BindStyledParameterWithOptions("simple", "Authorization", valueList[0], &Authorization, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Authorization: %s", err))
-		}
+	// ------------- Optional query parameter "token" -------------
 
-		params.Authorization = &Authorization
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "token", ctx.QueryParams(), &params.Token, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CollectEvent(ctx, params)
+	err = w.Handler.CollectEventSlash(ctx, params)
 	return err
 }
 
@@ -154,38 +133,6 @@ func (w *ServerInterfaceWrapper) CollectBatch(ctx echo.Context) error {
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "token", ctx.QueryParams(), &params.Token, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter token: %s", err))
-	}
-
-	headers := ctx.Request().Header
-	// ------------- Optional header parameter "Content-Type" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Content-Type")]; found {
-		var ContentType ContentTypeHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Content-Type, got %d", n))
-		}
-
-		err = runtime.BindStyledParameterWithOptions("simple", "Content-Type", valueList[0], &ContentType, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Content-Type: %s", err))
-		}
-
-		params.ContentType = &ContentType
-	}
-	// ------------- Optional header parameter "Authorization" -------------
-	if valueList, found := headers[http.CanonicalHeaderKey("Authorization")]; found {
-		var Authorization AuthorizationHeader
-		n := len(valueList)
-		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Authorization, got %d", n))
-		}
-
-		err = runtime.BindStyledParameterWithOptions("simple", "Authorization", valueList[0], &Authorization, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
-		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Authorization: %s", err))
-		}
-
-		params.Authorization = &Authorization
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -240,8 +187,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 		Handler: si,
 	}
 
-	router.GET(options.BaseURL+"/", wrapper.CollectPixel, options.OperationMiddlewares["collectPixel"]...)
-	router.POST(options.BaseURL+"/", wrapper.CollectEvent, options.OperationMiddlewares["collectEvent"]...)
-	router.POST(options.BaseURL+"/batch", wrapper.CollectBatch, options.OperationMiddlewares["collectBatch"]...)
+	router.GET(options.BaseURL+"/events", wrapper.CollectPixel, options.OperationMiddlewares["collectPixel"]...)
+	router.POST(options.BaseURL+"/events", wrapper.CollectEvent, options.OperationMiddlewares["collectEvent"]...)
+	router.POST(options.BaseURL+"/events/", wrapper.CollectEventSlash, options.OperationMiddlewares["collectEventSlash"]...)
+	router.POST(options.BaseURL+"/events/batch", wrapper.CollectBatch, options.OperationMiddlewares["collectBatch"]...)
 
 }
