@@ -67,7 +67,7 @@ var collectSpecJSON = sync.OnceValues(func() ([]byte, error) { return apidocs.JS
 // collectDocs is the docs page of the collect API, built once.
 var collectDocs = sync.OnceValues(func() (*apidocs.Docs, error) {
 	return apidocs.New(apidocs.Config{
-		Title: "trackapi collect API", SpecURL: "/openapi.json", BasePath: "/docs/", ServerPath: "/events",
+		Title: "trackapi collect API", SpecURL: "/openapi.json", BasePath: "/docs/", ServerPath: "",
 	})
 })
 

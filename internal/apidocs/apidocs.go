@@ -31,8 +31,8 @@ type Config struct {
 	// BasePath is where the page is served, with a slash at the end (e.g. "/docs/"); its files
 	// are under it.
 	BasePath string
-	// ServerPath is the path that the spec's paths are relative to on this listener ("/events"
-	// for the collect API, "" for the config API). "Try it out" sends requests to the page's
+	// ServerPath is the path that the spec's paths are relative to on this listener (both
+	// specs have their paths whole: ""). "Try it out" sends requests to the page's
 	// origin plus ServerPath: the page adds that server before the spec's own, which name the
 	// addresses of a default setup (or the vendor's collector), not necessarily this one.
 	ServerPath string
