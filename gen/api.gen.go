@@ -268,6 +268,14 @@ type EventBody = Event
 // JSONText The body's JSON, as sent with `Content-Type` `text/plain`; it must be what the same request takes as `application/json`.
 type JSONText = string
 
+// LegacyEvent The 2021 shape, `{"event": "name", "properties": {...}}`: the server converts it to v2
+// (`event` becomes `event_name`, the properties move to the root) with a
+// `legacy_format_converted` warning, then processes it as any event.
+type LegacyEvent struct {
+	Event                string                 `json:"event"`
+	AdditionalProperties map[string]interface{} `json:"-"`
+}
+
 // Page defines model for Page.
 type Page struct {
 	// Lang Example: en
@@ -991,6 +999,72 @@ func (a Event) MarshalJSON() ([]byte, error) {
 	object["user"], err = json.Marshal(a.User)
 	if err != nil {
 		return nil, fmt.Errorf("error marshaling 'user': %w", err)
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for LegacyEvent. Returns the specified
+// element and whether it was found
+func (a LegacyEvent) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for LegacyEvent
+func (a *LegacyEvent) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for LegacyEvent to handle AdditionalProperties
+func (a *LegacyEvent) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["event"]; found {
+		err = json.Unmarshal(raw, &a.Event)
+		if err != nil {
+			return fmt.Errorf("error reading 'event': %w", err)
+		}
+		delete(object, "event")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for LegacyEvent to handle AdditionalProperties
+func (a LegacyEvent) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	object["event"], err = json.Marshal(a.Event)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'event': %w", err)
 	}
 
 	for fieldName, field := range a.AdditionalProperties {
