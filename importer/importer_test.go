@@ -17,10 +17,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/trackapi/trackapi/internal/syncbuf"
 
 	"github.com/trackapi/trackapi/importer"
 	"github.com/trackapi/trackapi/internal/apitest"
@@ -243,24 +244,6 @@ func TestRunInterrupted(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a Stderr the test reads while the import writes to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // retryLine is a progress line while retrying: the reason, and when the next attempt is.
 var retryLine = regexp.MustCompile(`(?m)^progress: .* pending; retrying after (.+), attempt \d+ (in \d+\.\d+s|under way)$`)
 
@@ -312,7 +295,7 @@ func TestProgressForgetsARetryThatSucceeded(t *testing.T) {
 
 	in, feed := io.Pipe()
 	var stdout bytes.Buffer
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	cfg := importer.Config{BaseURL: front.URL, Site: c.Site, Token: c.Key, Input: "-", Stdin: in,
 		FailedPath: filepath.Join(t.TempDir(), "failed"), ProgressInterval: 20 * time.Millisecond, Stdout: &stdout, Stderr: &stderr}
 	done := make(chan error, 1)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trackapi/trackapi/internal/syncbuf"
+
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/ingest"
 	"github.com/trackapi/trackapi/internal/apitest"
@@ -158,7 +160,7 @@ func TestForwardedForFromTrustedProxy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			logs := &syncBuffer{}
+			logs := &syncbuf.Buffer{}
 			e, _ := newBoundedEnv(t, logs, server.HTTPOptions{}, func(c *server.Config) { c.TrustedProxies = []*net.IPNet{network} })
 			e.post(e.url("/events"), mustJSON(t, validEvent("xff")), "X-Forwarded-For", "198.51.100.1, 203.0.113.7")
 			if out := logs.String(); !strings.Contains(out, tt.want) {
@@ -292,7 +294,7 @@ func TestStalledBodyIsCutOff(t *testing.T) {
 // An overload is answered as one: 503 with Retry-After and a message that says so, not that the
 // store cannot commit, and logged at warn level, not as an error.
 func TestOverloadSaysSo(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	e, _ := newBoundedEnv(t, logs, server.HTTPOptions{}, func(c *server.Config) {
 		c.BodyBudget, c.BodyWait = 20000, 100*time.Millisecond
 	})

@@ -12,32 +12,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/trackapi/trackapi/internal/syncbuf"
 
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
 	"github.com/trackapi/trackapi/internal/testenv"
 )
-
-// syncBuffer is a log destination that handlers of several connections write to at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // debugLogger logs everything, requests that succeed included, into buf.
 func debugLogger(buf io.Writer) *slog.Logger {
@@ -144,7 +127,7 @@ func TestStalledSendersDoNotStarveOthers(t *testing.T) {
 // answered. Nothing is logged as a store failure. (Before, every such request got a 503 logged at
 // ERROR, while some of the events were stored.)
 func TestHalfClosedClientGetsItsAnswer(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	e := newEnvWith(t, testenv.Options{Logger: debugLogger(logs)})
 	const n = 20
 	for i := range n {
@@ -241,7 +224,7 @@ func TestHeadOperations(t *testing.T) {
 // X-Forwarded-For and X-Real-IP are not believed from a client that is no trusted proxy (none is,
 // by default): the log carries the connection's address. (Before, whatever the headers said.)
 func TestForwardedForNotTrustedByDefault(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	e := newEnvWith(t, testenv.Options{Logger: debugLogger(logs)})
 	e.post(e.url("/events"), mustJSON(t, validEvent("xff-1")), "X-Forwarded-For", "203.0.113.7", "X-Real-IP", "203.0.113.8")
 	out := logs.String()

@@ -1,35 +1,18 @@
 package server
 
 import (
-	"bytes"
 	"crypto/tls"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/trackapi/trackapi/internal/syncbuf"
+
 	"github.com/trackapi/trackapi/internal/testcert"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // served is the serial number of the certificate r serves now.
 func served(t *testing.T, r *CertReloader) int64 {
@@ -53,7 +36,7 @@ func TestCertReloader(t *testing.T) {
 		testcert.Write(t, keyFile, key)
 	}
 	install(1)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	r, err := NewCertReloader(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

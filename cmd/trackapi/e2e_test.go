@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trackapi/trackapi/internal/syncbuf"
+
 	"github.com/trackapi/trackapi"
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
@@ -61,26 +63,9 @@ type process struct {
 	// AdminURL is its admin listener's: the config API, /metrics.
 	AdminURL string
 	data     string // its --data directory
-	stdout   *lockedBuffer
-	stderr   *lockedBuffer
+	stdout   *syncbuf.Buffer
+	stderr   *syncbuf.Buffer
 	done     chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+) admin_addr=(127\.0\.0\.1:\d+)`)
@@ -107,7 +92,7 @@ func startBinary(t *testing.T, bin, data string, flags ...string) *process {
 // when the test ends if it still runs.
 func startProcess(t *testing.T, data string, cmd *exec.Cmd) *process {
 	t.Helper()
-	p := &process{cmd: cmd, data: data, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &process{cmd: cmd, data: data, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -17,10 +17,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trackapi/trackapi/internal/syncbuf"
 
 	"github.com/trackapi/trackapi/gen"
 	"github.com/trackapi/trackapi/internal/apitest"
@@ -254,35 +255,17 @@ func depth(b []byte) int {
 	return deepest
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // process is a child process in a process group of its own, stopped (the whole group) when the
 // test ends.
 type process struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer // stdout and stderr
+	out  *syncbuf.Buffer // stdout and stderr
 	done chan error
 }
 
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(name, args...), out: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &process{cmd: exec.Command(name, args...), out: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Its own group, so that stop ends whatever it started too; and killed with the test binary,
 	// should that die before its cleanups run (a go test -timeout).
