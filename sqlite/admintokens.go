@@ -129,23 +129,7 @@ const adminTokenColumns = `id, name, scope, prefix, token_hash, created_at, expi
 // queryAdminTokens runs a query of adminTokenColumns; the list is empty, not nil, when there are
 // none.
 func (d *DB) queryAdminTokens(ctx context.Context, query string, args ...any) ([]trackapi.AdminToken, error) {
-	rows, err := d.reader.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	tokens := []trackapi.AdminToken{}
-	for rows.Next() {
-		t, err := scanAdminToken(rows)
-		if err != nil {
-			return nil, err
-		}
-		tokens = append(tokens, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return tokens, nil
+	return queryList(ctx, d, scanAdminToken, query, args...)
 }
 
 // scanAdminToken reads the adminTokenColumns of one row.

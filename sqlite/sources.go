@@ -326,23 +326,29 @@ const keyColumns = `id, source_id, prefix, key_hash, created_at, expires_at, rev
 
 // queryKeys runs a query of keyColumns; the list is empty, not nil, when there are none.
 func (d *DB) queryKeys(ctx context.Context, query string, args ...any) ([]trackapi.SourceKey, error) {
+	return queryList(ctx, d, scanKey, query, args...)
+}
+
+// queryList runs a query on the reader and scans every row with scan; the list is empty, not
+// nil, when there are none.
+func queryList[T any](ctx context.Context, d *DB, scan func(interface{ Scan(...any) error }) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := d.reader.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	keys := []trackapi.SourceKey{}
+	list := []T{}
 	for rows.Next() {
-		k, err := scanKey(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}
-		keys = append(keys, k)
+		list = append(list, v)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	return keys, nil
+	return list, nil
 }
 
 // scanKey reads the keyColumns of one row.
