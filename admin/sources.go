@@ -58,11 +58,7 @@ func (s *Server) CreateSource(ctx context.Context, req adminapi.CreateSourceRequ
 
 // GetSource returns one source.
 func (s *Server) GetSource(ctx context.Context, req adminapi.GetSourceRequestObject) (adminapi.GetSourceResponseObject, error) {
-	src, err := s.cfg.Sources.Source(ctx, req.SourceId)
-	if err != nil {
-		return nil, err
-	}
-	out, err := s.sourceOut(ctx, src, s.now())
+	out, err := s.sourceByID(ctx, req.SourceId)
 	if err != nil {
 		return nil, err
 	}
@@ -87,11 +83,7 @@ func (s *Server) UpdateSource(ctx context.Context, req adminapi.UpdateSourceRequ
 			return nil, err
 		}
 	}
-	src, err := s.cfg.Sources.Source(ctx, req.SourceId)
-	if err != nil {
-		return nil, err
-	}
-	out, err := s.sourceOut(ctx, src, s.now())
+	out, err := s.sourceByID(ctx, req.SourceId)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +132,15 @@ func (s *Server) RevokeSourceKey(ctx context.Context, req adminapi.RevokeSourceK
 		return nil, err
 	}
 	return adminapi.RevokeSourceKey204Response{}, nil
+}
+
+// sourceByID reads one source as the API shows it.
+func (s *Server) sourceByID(ctx context.Context, id int64) (adminapi.Source, error) {
+	src, err := s.cfg.Sources.Source(ctx, id)
+	if err != nil {
+		return adminapi.Source{}, err
+	}
+	return s.sourceOut(ctx, src, s.now())
 }
 
 // sourceOut is a source as the API shows it, with its count of live keys.
